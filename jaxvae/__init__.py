@@ -1,0 +1,1 @@
+"""jaxvae: VAEs, IWAE bounds and flow posteriors as pure JAX functions."""
