@@ -1,0 +1,175 @@
+"""Variational objectives and their gradient estimators, as pure functions of (params, x, key).
+
+Per-example quantities have shape (batch,); a ``*_loss`` function returns the scalar to minimise
+(minus the batch-mean bound) and a dict of batch-mean metrics.
+
+References: Kingma & Welling 2014 (ELBO, reparameterization); Higgins et al. 2017 (beta-VAE);
+Burda, Grosse & Salakhutdinov 2015 (IWAE); Roeder, Wu & Duvenaud 2017 ("sticking the landing");
+Tucker, Lawson, Gu & Maddison 2018 (DReG).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxvae import distributions as D
+from jaxvae.model import VAE, Params, Posterior
+
+ESTIMATORS = ("elbo", "iwae", "iwae_dreg", "elbo_stl")
+
+
+def _sg(tree):
+    return jax.lax.stop_gradient(tree)
+
+
+def _check_path_estimator(model: VAE, name: str):
+    if model.has_flow:
+        raise ValueError(
+            f"the {name} estimator needs log q(z|x) with its parameters held fixed, which for a flow "
+            "posterior would need the flow's inverse; use objective.name='elbo' or 'iwae' with flows"
+        )
+
+
+def log_weights_from_posterior(model: VAE, params: Params, x: jax.Array, post: Posterior,
+                               key: jax.Array, num_samples: int, stop_q_grad: bool = False):
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K = ``num_samples`` draws z_k ~ q(z|x).
+
+    ``jax.vmap`` over the K sample keys; each z_k is decoded and scored (the same z_k in all three
+    terms). Returns (log_w of shape (K, batch), z of shape (K, batch, d)).
+    """
+
+    def one(k):
+        z, log_q, _ = model.sample_posterior(post, k, stop_q_grad)
+        return model.log_joint(params["decoder"], x, z) - log_q, z
+
+    return jax.vmap(one)(jax.random.split(key, num_samples))
+
+
+def log_weights(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_samples: int,
+                stop_q_grad: bool = False) -> jax.Array:
+    """The (K, batch) matrix of log importance weights log p(x, z_k) - log q(z_k|x)."""
+    post = model.encode(params, x)
+    return log_weights_from_posterior(model, params, x, post, key, num_samples, stop_q_grad)[0]
+
+
+def log_mean_exp(log_w: jax.Array, axis: int = 0) -> jax.Array:
+    """log (1/K) sum_k exp(log_w_k), stable for log-weights spread over hundreds of nats.
+
+    Computed in at least float32 (bfloat16 inputs are upcast) so that K up to thousands stays exact.
+    """
+    log_w = log_w.astype(jnp.promote_types(log_w.dtype, jnp.float32))
+    return jax.nn.logsumexp(log_w, axis=axis) - math.log(log_w.shape[axis])
+
+
+def iwae_bound(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_samples: int) -> jax.Array:
+    """Per-example L_K = log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x) i.i.d. (Burda et al. 2015).
+
+    E[L_K] <= E[L_{K+1}] <= log p(x), and L_1 is the single-sample ELBO.
+    """
+    return log_mean_exp(log_weights(model, params, x, key, num_samples))
+
+
+def elbo_terms(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_samples: int = 1,
+               analytic_kl: bool = True, stop_q_grad: bool = False) -> dict[str, jax.Array]:
+    """Per-example ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)), with S = ``num_samples`` draws.
+
+    The KL is analytic, 1/2 sum(sigma^2 + mu^2 - 1 - log sigma^2), when q is a plain Gaussian and
+    ``analytic_kl``; otherwise the Monte Carlo estimate mean_s [log q(z_s|x) - log p(z_s)].
+    """
+    post = model.encode(params, x)
+
+    def one(k):
+        z, log_q, _ = model.sample_posterior(post, k, stop_q_grad)
+        return model.log_likelihood(params["decoder"], x, z), log_q - D.standard_normal_log_prob(z)
+
+    rec, kl_mc = jax.vmap(one)(jax.random.split(key, num_samples))
+    rec = rec.mean(0)
+    if analytic_kl and not model.has_flow and not stop_q_grad:
+        kl = D.kl_standard_normal(post.mu, post.logvar)
+    else:
+        kl = kl_mc.mean(0)
+    return {"reconstruction": rec, "kl": kl, "elbo": rec - kl}
+
+
+def elbo_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, *, beta=1.0,
+              num_samples: int = 1, analytic_kl: bool = True, stl: bool = False):
+    """Minimise -mean[E_q log p(x|z) - beta KL]; beta != 1 is the beta-VAE (Higgins et al. 2017).
+
+    ``stl``: "sticking the landing" (Roeder et al. 2017): the score term of log q is dropped by
+    holding q's parameters fixed inside log q, leaving an unbiased, lower-variance path gradient.
+    """
+    if stl:
+        _check_path_estimator(model, "elbo_stl")
+    t = elbo_terms(model, params, x, key, num_samples, analytic_kl, stop_q_grad=stl)
+    objective = t["reconstruction"] - beta * t["kl"]
+    metrics = {k: v.mean() for k, v in t.items()}
+    return -objective.mean(), metrics
+
+
+def iwae_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, *, num_samples: int, beta=1.0):
+    """Minimise -mean L_K; its gradient is the standard reparameterized IWAE estimator
+    sum_k w~_k grad log w_k with normalised weights w~_k = w_k / sum_j w_j.
+
+    ``beta`` (KL warm-up) tempers the prior-and-posterior part: log w_k^beta =
+    log p(x|z_k) + beta (log p(z_k) - log q(z_k|x)); beta = 1 is the IWAE bound.
+    """
+    post = model.encode(params, x)
+
+    def one(k):
+        z, log_q, _ = model.sample_posterior(post, k)
+        ll = model.log_likelihood(params["decoder"], x, z)
+        return ll, D.standard_normal_log_prob(z) - log_q
+
+    ll, log_ratio = jax.vmap(one)(jax.random.split(key, num_samples))
+    bound = log_mean_exp(ll + log_ratio)
+    tempered = log_mean_exp(ll + beta * log_ratio)
+    return -tempered.mean(), {"iwae": bound.mean()}
+
+
+def iwae_dreg_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, *, num_samples: int):
+    """IWAE bound with the doubly-reparameterized gradient (DReG, Tucker et al. 2018).
+
+    Decoder (theta):  sum_k w~_k grad_theta log w_k                 (the standard estimator);
+    encoder (phi):    sum_k w~_k^2 (d log w_k / d z_k) (d z_k / d phi), with log q's parameters fixed.
+    Implemented as a surrogate whose value is -L_K and whose gradient is the DReG estimator:
+    one encoder pass, the decoder once with its parameters stopped (phi term) and once with the
+    samples stopped (theta term).
+    """
+    _check_path_estimator(model, "iwae_dreg")
+    post = model.encode(params, x)
+    dec = params["decoder"]
+
+    def one(k):
+        z, log_q, _ = model.sample_posterior(post, k, stop_q_grad=True)
+        phi_term = model.log_joint(_sg(dec), x, z) - log_q
+        theta_term = model.log_joint(dec, x, _sg(z)) - _sg(log_q)
+        return phi_term, theta_term
+
+    log_w_phi, log_w_theta = jax.vmap(one)(jax.random.split(key, num_samples))
+    w_tilde = _sg(jax.nn.softmax(log_w_phi, axis=0))
+    surrogate = jnp.sum(jnp.square(w_tilde) * log_w_phi + w_tilde * log_w_theta, axis=0)
+    bound = log_mean_exp(_sg(log_w_phi))
+    objective = bound + surrogate - _sg(surrogate)
+    return -objective.mean(), {"iwae": bound.mean()}
+
+
+def make_loss_fn(model: VAE, name: str, *, num_samples: int = 1, analytic_kl: bool = True):
+    """The loss ``(params, x, key, beta) -> (loss, metrics)`` for an objective name in ESTIMATORS.
+
+    ``beta`` is an argument (not a constant) so that warm-up schedules and vectorized sweeps over
+    beta trace one program.
+    """
+    if name == "elbo":
+        return lambda p, x, k, beta=1.0: elbo_loss(model, p, x, k, beta=beta, num_samples=num_samples,
+                                                   analytic_kl=analytic_kl)
+    if name == "elbo_stl":
+        return lambda p, x, k, beta=1.0: elbo_loss(model, p, x, k, beta=beta, num_samples=num_samples,
+                                                   stl=True)
+    if name == "iwae":
+        return lambda p, x, k, beta=1.0: iwae_loss(model, p, x, k, num_samples=num_samples, beta=beta)
+    if name == "iwae_dreg":
+        return lambda p, x, k, beta=1.0: iwae_dreg_loss(model, p, x, k, num_samples=num_samples)
+    raise ValueError(f"unknown objective {name!r}; choose one of {ESTIMATORS}")
