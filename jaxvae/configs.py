@@ -1,0 +1,71 @@
+"""The default experiment config: every field any experiment may set, with its one meaning.
+
+Experiment files in ``experiments/`` start from ``base_config()`` and change what they need; any field
+can be overridden on the command line (``--config.objective.k=50``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "run"  # a label for reports
+    c.seed = 0  # drives parameter init, data order, posterior samples, dynamic binarization
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"  # digits | binarized_mnist | mnist | fashion_mnist | tfds:<name>
+    c.data.data_dir = ""  # TFDS data dir; "" = $JAXVAE_DATA_DIR or ~/tensorflow_datasets
+    c.data.manual_dir = ""  # folder holding the standard files (IDX .gz, .amat or .npz) for offline builds
+    c.data.download = True  # allow downloading the standard files when manual_dir is empty
+    c.data.binarize = "none"  # none | static | dynamic (fresh Bernoulli(pixel) draw every batch)
+    c.data.valid_size = 10000  # examples carved off train when the dataset has no validation split
+    c.data.image_key = "image"  # feature holding the image, for tfds:<name>
+
+    c.model = ml_collections.ConfigDict()
+    c.model.latent_dim = 50
+    c.model.encoder_hidden = (200, 200)
+    c.model.decoder_hidden = (200, 200)
+    c.model.activation = "tanh"
+    c.model.likelihood = "bernoulli"  # bernoulli | gaussian (fixed obs_variance) | gaussian_learned
+    c.model.obs_variance = 0.1  # sigma^2 of the fixed-variance Gaussian decoder
+    c.model.decoder_output_act = "identity"  # identity | sigmoid (mean in [0, 1]) ...
+    c.model.flow = "none"  # none | planar | radial
+    c.model.flow_length = 0
+    c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
+    c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
+
+    c.objective = ml_collections.ConfigDict()
+    c.objective.name = "elbo"  # elbo | elbo_stl | iwae | iwae_dreg
+    c.objective.k = 1  # samples per example: K of the IWAE bound, or S of a multi-sample ELBO
+    c.objective.beta = 1.0  # KL weight (beta-VAE); the final value of the KL warm-up
+    c.objective.kl_warmup_steps = 0  # beta ramps linearly from 0 to objective.beta over these steps
+    c.objective.analytic_kl = True  # analytic KL where it exists (Gaussian q without flow)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 100
+    c.train.num_epochs = 10  # with schedule == "constant"
+    c.train.schedule = "constant"  # constant | iwae (3^i passes at lr 1e-3 * 10^(-i/7), i = 0..7)
+    c.train.budget = 1.0  # scales the number of passes (iwae schedule or num_epochs) for short runs
+    c.train.learning_rate = 1e-3
+    c.train.adam_b1 = 0.9
+    c.train.adam_b2 = 0.999
+    c.train.adam_eps = 1e-4
+    c.train.grad_clip_norm = 0.0  # 0 = no clipping
+    c.train.steps_per_dispatch = 0  # steps fused into one lax.scan call; 0 = one epoch
+    c.train.log_every_steps = 500
+    c.train.eval_every_epochs = 1  # validation bound (for the best checkpoint); 0 = only at the end
+    c.train.checkpoint_every_epochs = 1
+    c.train.keep_checkpoints = 3
+    c.train.nan_policy = "stop"  # stop | skip (skip the update of a step with a non-finite loss/gradient)
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.ks = (1, 5, 50, 5000)  # IWAE bounds reported on the test set; the largest is the NLL estimate
+    c.eval.batch_size = 100
+    c.eval.chunk_size = 500  # importance samples drawn at once (memory is O(chunk_size x batch_size))
+    c.eval.valid_k = 50  # bound used on the validation set to pick the best checkpoint
+    c.eval.max_examples = 0  # 0 = every test example
+    c.eval.surgery_samples = 1  # z draws per example for the ELBO-surgery marginal KL
+    c.eval.images = True  # write PNG pictures into the workdir
+    return c
