@@ -23,7 +23,7 @@ def get_config():
     c.train.batch_size = 50
     c.train.num_epochs = 150
     c.train.learning_rate = 3e-3
-    c.train.log_every_steps = 1000
+    c.train.log_every_steps = 300
     c.train.eval_every_epochs = 25
     c.train.checkpoint_every_epochs = 25
     c.eval.ks = (1, 5, 50, 1000)

@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 100
     c.eval.chunk_size = 500  # importance samples drawn at once (memory is O(chunk_size x batch_size))
     c.eval.valid_k = 50  # bound used on the validation set to pick the best checkpoint
+    c.eval.valid_examples = 2000  # validation examples used for it (0 = all)
     c.eval.max_examples = 0  # 0 = every test example
     c.eval.surgery_samples = 1  # z draws per example for the ELBO-surgery marginal KL
     c.eval.images = True  # write PNG pictures into the workdir

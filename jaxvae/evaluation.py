@@ -100,3 +100,22 @@ def elbo_surgery(mu: jax.Array, logvar: jax.Array, key: jax.Array, num_samples: 
         "marginal_kl_stderr": terms.std() / jnp.sqrt(terms.size),
         "mutual_information_max": jnp.log(n),  # I_q(x; z) <= log N for N equally likely x
     }
+
+
+def linear_gaussian_log_px(model: VAE, params: Params, x: jax.Array) -> jax.Array:
+    """Exact log p(x) of the linear-Gaussian VAE x = z W + b + N(0, s^2 I), z ~ N(0, I):
+
+        log p(x) = log N(x; b, W^T W + s^2 I)   (W: the decoder's (d, D) kernel).
+
+    Only for a decoder with no hidden layer, identity output and a fixed-variance Gaussian likelihood.
+    """
+    if model.decoder_hidden or model.likelihood != "gaussian" or model.decoder_output_act != "identity":
+        raise ValueError("exact log p(x) needs the linear-Gaussian model (no decoder hidden layers, "
+                         "identity output, likelihood='gaussian')")
+    w = params["decoder"]["out"]["kernel"]
+    b = params["decoder"]["out"]["bias"]
+    cov = w.T @ w + model.obs_variance * jnp.eye(w.shape[1], dtype=w.dtype)
+    chol = jnp.linalg.cholesky(cov)
+    r = jax.scipy.linalg.solve_triangular(chol, (x - b).T, lower=True)  # (D, N)
+    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+    return -0.5 * (w.shape[1] * D.LOG_2PI + logdet + jnp.sum(jnp.square(r), axis=0))

@@ -1,0 +1,337 @@
+"""``train_and_evaluate(config, workdir)``: one experiment from data to results.json.
+
+Train (fused ``lax.scan`` dispatches over the on-device training set), checkpoint (orbax; resume from
+the latest), validate (best checkpoint by the validation IWAE bound), evaluate every test example,
+write metrics, pictures and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxvae import data as data_lib
+from jaxvae import train as train_lib
+from jaxvae.checkpoints import Checkpoints
+from jaxvae.eval_driver import evaluate_split
+from jaxvae.evaluation import linear_gaussian_log_px
+from jaxvae.metrics import MetricWriter
+from jaxvae.model import VAE
+
+EXIT_PREEMPTED = 3
+
+
+class RunError(RuntimeError):
+    """A run stopped for a reason the user can act on; the message says what happened and what to do."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGINT arrived; a checkpoint was saved and the run can be resumed."""
+
+
+# -- building blocks --------------------------------------------------------------------------------
+def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
+    d = config.data
+    return data_lib.load_dataset(
+        d.name, data_dir=d.data_dir or None, manual_dir=d.manual_dir or None, download=d.download,
+        valid_size=d.valid_size, image_key=d.image_key, binarize=d.binarize, seed=config.seed)
+
+
+def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
+    m = config.model
+    return VAE(
+        x_dim=x_dim, latent_dim=m.latent_dim, encoder_hidden=tuple(m.encoder_hidden),
+        decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
+        obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act, flow=m.flow,
+        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow))
+
+
+def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarray):
+    """Decoder output bias from the data (Burda et al. 2015): pixel log-odds for Bernoulli and sigmoid
+    means, the pixel mean for an identity-output Gaussian."""
+    if not config.model.init_output_bias:
+        return None
+    if model.likelihood == "bernoulli" or model.decoder_output_act == "sigmoid":
+        return data_lib.pixel_logits(train_x)
+    if model.decoder_output_act == "identity":
+        return np.mean(train_x, axis=0)
+    return None
+
+
+def is_linear_gaussian(model: VAE) -> bool:
+    return (model.likelihood == "gaussian" and not model.decoder_hidden and not model.has_flow
+            and model.decoder_output_act == "identity")
+
+
+def _config_fingerprint(config: ml_collections.ConfigDict) -> dict:
+    """The parts of the config a resumed run must share with the run it resumes."""
+    c = config.to_dict()
+    return {k: c[k] for k in ("seed", "data", "model", "objective", "train")}
+
+
+@contextlib.contextmanager
+def _preemption_flag():
+    """Turns SIGTERM/SIGINT into a flag that the loop checks at each dispatch boundary."""
+    flag = {"signal": None}
+
+    def handler(signum, frame):
+        flag["signal"] = signum
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic write: a crash never leaves a half-written JSON file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def _status(workdir: Path, status: str, step: int, message: str = "") -> None:
+    write_json(workdir / "status.json", {"status": status, "step": int(step), "message": message})
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path, allow_config_change: bool) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"workdir {workdir} is not writable ({e.strerror}); choose another --workdir") from None
+    saved = workdir / "config.json"
+    fingerprint = _config_fingerprint(config)
+    if saved.exists() and not allow_config_change:
+        old = json.loads(saved.read_text())
+        if old != json.loads(json.dumps(fingerprint)):
+            diff = sorted(_diff_keys(old, json.loads(json.dumps(fingerprint))))
+            raise RunError(
+                f"workdir {workdir} holds a run with a different config (differs in: {', '.join(diff)}); "
+                "use a new --workdir, or pass --allow_config_change to resume it with the new config")
+    write_json(saved, fingerprint)
+
+
+def _diff_keys(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in set(a) | set(b):
+            yield from _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+    elif a != b:
+        yield prefix.rstrip(".")
+
+
+# -- the run ------------------------------------------------------------------------------------------
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
+                       allow_config_change: bool = False, log=print) -> dict:
+    """Train, checkpoint, evaluate; returns the results dict also written to <workdir>/results.json."""
+    workdir = Path(workdir)
+    prepare_workdir(config, workdir, allow_config_change)
+    _status(workdir, "running", 0, "loading data")
+    dataset = load_data(config)
+    model = build_model(config, dataset.train.shape[1])
+    batch_size = config.train.batch_size
+    steps_per_epoch = train_lib.steps_per_epoch_for(len(dataset.train), batch_size)
+    schedule, total_steps = train_lib.learning_rate_schedule(config, steps_per_epoch)
+    tx = train_lib.make_optimizer(config, schedule)
+    state = train_lib.create_train_state(model, tx, config.seed,
+                                         output_bias(config, model, dataset.train))
+    ckpts = Checkpoints(workdir, config.train.keep_checkpoints)
+    restored, restored_step = ckpts.restore_latest(state._asdict())
+    if restored is not None:
+        state = train_lib.TrainState(**restored)
+        log(f"resuming from checkpoint at step {restored_step}")
+    start_step = int(state.step)
+    writer = MetricWriter(workdir, resume_step=start_step)
+    run_steps = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size)
+    x_train = jnp.asarray(dataset.train)
+    last_good = restored_step
+
+    def save(step, valid_bound=None):
+        nonlocal last_good
+        ckpts.save(step, state._asdict(), valid_bound)
+        last_good = step
+
+    log(f"{config.name}: {model.flow if model.has_flow else 'gaussian'} posterior, "
+        f"objective={config.objective.name} k={config.objective.k}, {len(dataset.train)} training "
+        f"examples, {total_steps} steps ({total_steps / steps_per_epoch:.1f} epochs) of batch {batch_size}")
+    t_start = time.time()
+    trained_examples = 0
+    train_seconds = 0.0
+    next_log = (start_step // config.train.log_every_steps + 1) * config.train.log_every_steps
+    valid_result = None
+    try:
+        with _preemption_flag() as flag:
+            step = start_step
+            while step < total_steps:
+                n = train_lib.dispatch_sizes(step, total_steps, steps_per_epoch,
+                                             config.train.steps_per_dispatch)
+                t0 = time.time()
+                state, info = run_steps(state, x_train, n)
+                metrics = {k: float(v) for k, v in jax.device_get(info.metrics).items()}
+                bad_step = int(info.bad_step)
+                dt = time.time() - t0
+                if bad_step >= 0 and config.train.nan_policy == "stop":
+                    term = train_lib.BAD_TERMS[int(info.bad_term)]
+                    where = (f"the last good checkpoint is step {last_good} in {workdir / 'checkpoints'}"
+                             if last_good is not None else "no checkpoint was written yet")
+                    raise RunError(
+                        f"non-finite {term} at step {bad_step}; stopped without applying it ({where}). "
+                        "Lower train.learning_rate, set train.grad_clip_norm, or set "
+                        "train.nan_policy=skip to skip such updates")
+                step = int(state.step)
+                trained_examples += n * batch_size
+                train_seconds += dt
+                epoch = step / steps_per_epoch
+                if step >= next_log or step == total_steps:
+                    rate = trained_examples / max(train_seconds, 1e-9)
+                    eta = (total_steps - step) * batch_size / max(rate, 1e-9)
+                    writer.write(step, "train", epoch=epoch, examples_per_s=rate, **metrics)
+                    shown = " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "beta")
+                    log(f"step {step}/{total_steps} epoch {epoch:.1f} {shown} | {rate:,.0f} ex/s | "
+                        f"ETA {_fmt_eta(eta)}")
+                    next_log = (step // config.train.log_every_steps + 1) * config.train.log_every_steps
+                epoch_end = step % steps_per_epoch == 0
+                n_epoch = step // steps_per_epoch
+                valid_bound = None
+                if epoch_end and config.train.eval_every_epochs and (
+                        n_epoch % config.train.eval_every_epochs == 0 or step == total_steps):
+                    valid_result = _validate(config, model, state, dataset)
+                    valid_bound = valid_result["iwae"][str(config.eval.valid_k)]
+                    writer.write(step, "valid", **{f"iwae_{config.eval.valid_k}": valid_bound})
+                if step == total_steps or valid_bound is not None or (
+                        epoch_end and config.train.checkpoint_every_epochs
+                        and n_epoch % config.train.checkpoint_every_epochs == 0):
+                    save(step, valid_bound)
+                _status(workdir, "running", step, f"epoch {epoch:.1f}")
+                if flag["signal"] is not None and step < total_steps:
+                    save(step)
+                    raise Preempted(f"signal {flag['signal']} received: saved a checkpoint at step {step}; "
+                                    "run the same command again to resume")
+    except Preempted as e:
+        _status(workdir, "preempted", int(state.step), str(e))
+        writer.close()
+        ckpts.close()
+        raise
+    except Exception as e:
+        _status(workdir, "failed", int(state.step), f"{type(e).__name__}: {e}")
+        writer.close()
+        ckpts.close()
+        raise
+    train_wall = time.time() - t_start
+
+    _status(workdir, "running", int(state.step), "evaluating on the test set")
+    results = _final_evaluation(config, model, state, dataset, workdir)
+    results["valid"] = ({"iwae": valid_result["iwae"]} if valid_result else None)
+    results["train"] = {
+        "steps": int(state.step), "epochs": int(state.step) / steps_per_epoch,
+        "wall_time_s": train_wall,
+        "examples_per_s": trained_examples / train_seconds if train_seconds else None,
+        "skipped_updates": int(state.skipped),
+        "flops_per_example": train_lib.flops_per_example(model, config.objective.k),
+    }
+    write_json(workdir / "results.json", results)
+    writer.close()
+    ckpts.close()
+    _status(workdir, "finished", int(state.step), "results.json written")
+    log(format_results(results))
+    return results
+
+
+def _validate(config, model, state, dataset) -> dict:
+    x = dataset.valid[: config.eval.valid_examples] if config.eval.valid_examples else dataset.valid
+    return evaluate_split(model, state.params, x, jax.random.key(config.seed + 1), ks=(config.eval.valid_k,),
+                          batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
+                          binarize=config.data.binarize, seed=config.seed + 1, surgery=False)
+
+
+def _final_evaluation(config, model, state, dataset, workdir: Path) -> dict:
+    x = dataset.test
+    labels = dataset.test_labels
+    if config.eval.max_examples:
+        x = x[: config.eval.max_examples]
+        labels = labels[: config.eval.max_examples] if labels is not None else None
+    test = evaluate_split(model, state.params, x, jax.random.key(config.seed + 2), ks=tuple(config.eval.ks),
+                          batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
+                          surgery_samples=config.eval.surgery_samples, binarize=config.data.binarize,
+                          seed=config.seed + 2)
+    test["exact_log_px"] = None
+    if is_linear_gaussian(model):
+        test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, state.params, jnp.asarray(x))))
+    eval_seconds = test.pop("seconds")
+    pictures = []
+    if config.eval.images:
+        from jaxvae.pictures import write_pictures
+        pictures = write_pictures(model, state.params, str(workdir), jax.random.key(config.seed + 3),
+                                  x_test=np.asarray(x), image_shape=dataset.image_shape, labels=labels)
+    return {
+        "name": config.name,
+        "workdir": str(workdir),
+        "status": "finished",
+        "config": config.to_dict(),
+        "summary": {
+            "dataset": config.data.name, "objective": config.objective.name, "k": config.objective.k,
+            "flow": config.model.flow, "flow_length": config.model.flow_length,
+            "beta": config.objective.beta, "seed": config.seed, "latent_dim": config.model.latent_dim,
+        },
+        "test": test,
+        "eval_wall_time_s": eval_seconds,
+        "pictures": [os.path.basename(p) for p in pictures],
+        "curves": "metrics.jsonl",
+        "devices": [str(d) for d in jax.devices()],
+    }
+
+
+def format_results(r: dict) -> str:
+    """The final table: one line per bound, tightest last."""
+    t = r["test"]
+    rows = [("test ELBO", t["elbo"])]
+    rows += [(f"test IWAE_{k}", v) for k, v in t["iwae"].items()]
+    if t.get("exact_log_px") is not None:
+        rows.append(("exact log p(x)", t["exact_log_px"]))
+    rows += [(f"NLL estimate (K={t['nll_k']})", t["nll"]),
+             ("active units", t["active_units"])]
+    if t.get("mutual_information") is not None:
+        rows += [("mutual information I_q(x;z)", t["mutual_information"]),
+                 ("marginal KL(q(z)||p(z))", t["marginal_kl"])]
+    tr = r.get("train") or {}
+    rows += [("train wall time (s)", tr.get("wall_time_s")), ("train examples/s", tr.get("examples_per_s"))]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"results for {r['workdir']} ({t['num_examples']} test examples)"]
+    for name, v in rows:
+        shown = f"{v:.3f}" if isinstance(v, float) else str(v)
+        lines.append(f"  {name:<{width}}  {shown:>12}")
+    return "\n".join(lines)
+
+
+def main_entry(config, workdir, allow_config_change=False) -> int:
+    """Runs and maps outcomes to exit codes: 0 finished, 3 preempted, 1 a clear error (no traceback)."""
+    try:
+        train_and_evaluate(config, workdir, allow_config_change=allow_config_change)
+        return 0
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (RunError, data_lib.DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
