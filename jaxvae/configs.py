@@ -20,7 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.manual_dir = ""  # folder holding the standard files (IDX .gz, .amat or .npz) for offline builds
     c.data.download = True  # allow downloading the standard files when manual_dir is empty
     c.data.binarize = "none"  # none | static | dynamic (fresh Bernoulli(pixel) draw every batch)
-    c.data.valid_size = 10000  # examples carved off train when the dataset has no validation split
+    c.data.valid_size = 0  # examples carved off train when the dataset has no validation split; 0 = default
     c.data.image_key = "image"  # feature holding the image, for tfds:<name>
 
     c.model = ml_collections.ConfigDict()
@@ -59,6 +59,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every_epochs = 1
     c.train.keep_checkpoints = 3
     c.train.nan_policy = "stop"  # stop | skip (skip the update of a step with a non-finite loss/gradient)
+
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.num_devices = 0  # devices of the data-parallel mesh; 0 = all (every host's, multi-host)
+    c.parallel.coordinator_address = ""  # multi-host without SLURM/TPU auto-detection: "host:port"
+    c.parallel.num_processes = 1
+    c.parallel.process_id = 0
 
     c.eval = ml_collections.ConfigDict()
     c.eval.ks = (1, 5, 50, 5000)  # IWAE bounds reported on the test set; the largest is the NLL estimate

@@ -15,6 +15,7 @@ from jaxvae import evaluation
 from jaxvae.data import eval_batches
 from jaxvae.model import VAE, Params
 from jaxvae.objectives import elbo_terms
+from jaxvae.parallel import shard_batch
 
 
 def _binarize_eval(x: np.ndarray, binarize: str, seed: int) -> np.ndarray:
@@ -25,10 +26,12 @@ def _binarize_eval(x: np.ndarray, binarize: str, seed: int) -> np.ndarray:
     return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
 def _batch_bounds(model: VAE, params: Params, x: jax.Array, key: jax.Array, ks: tuple[int, ...],
-                  chunk_size: int):
-    """Per-example ELBO terms, IWAE_K for each K in ks, and the posterior means of one batch."""
+                  chunk_size: int, mesh=None):
+    """Per-example ELBO terms, IWAE_K for each K in ks, and the posterior means of one batch
+    (split over the mesh's data axis when there is one)."""
+    x = shard_batch(x, mesh)
     k_elbo, k_iwae = jax.random.split(key)
     out = elbo_terms(model, params, x, k_elbo, num_samples=1)
     post = model.encode(params, x)
@@ -42,7 +45,7 @@ def _batch_bounds(model: VAE, params: Params, x: jax.Array, key: jax.Array, ks: 
 
 def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *, ks=(1, 5, 50, 5000),
                    batch_size: int = 100, chunk_size: int = 500, surgery_samples: int = 1,
-                   binarize: str = "none", seed: int = 0, surgery: bool = True) -> dict:
+                   binarize: str = "none", seed: int = 0, surgery: bool = True, mesh=None) -> dict:
     """Bounds averaged over all examples of ``x``; the largest K gives the NLL estimate -IWAE_Kmax.
 
     Returns plain Python floats: elbo, reconstruction, kl, iwae {K: value}, nll, nll_k, active_units,
@@ -52,11 +55,13 @@ def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *,
     x = _binarize_eval(np.asarray(x, np.float32), binarize, seed)
     ks = tuple(sorted(set(int(k) for k in ks)))
     batch_size = min(batch_size, len(x))
+    if mesh is not None and mesh.size > 1:
+        batch_size = -(-batch_size // mesh.size) * mesh.size  # padded examples are masked out
     batches, mask = eval_batches(x, batch_size)
     sums: dict[str, float] = {}
     mus, logvars = [], []
     for b in range(batches.shape[0]):
-        out = _batch_bounds(model, params, batches[b], jax.random.fold_in(key, b), ks, chunk_size)
+        out = _batch_bounds(model, params, batches[b], jax.random.fold_in(key, b), ks, chunk_size, mesh)
         m = np.asarray(mask[b])
         for name, v in out.items():
             if name in ("mu", "logvar"):

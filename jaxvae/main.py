@@ -33,6 +33,9 @@ def main(argv):
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from jaxvae.parallel import initialize_distributed
+
+    initialize_distributed(_CONFIG.value)
     return main_entry(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW.value)
 
 

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from jaxvae import data as data_lib
+from jaxvae import parallel
 from jaxvae import train as train_lib
 from jaxvae.checkpoints import Checkpoints
 from jaxvae.eval_driver import evaluate_split
@@ -44,7 +45,7 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
     d = config.data
     return data_lib.load_dataset(
         d.name, data_dir=d.data_dir or None, manual_dir=d.manual_dir or None, download=d.download,
-        valid_size=d.valid_size, image_key=d.image_key, binarize=d.binarize, seed=config.seed)
+        valid_size=d.valid_size or None, image_key=d.image_key, binarize=d.binarize, seed=config.seed)
 
 
 def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
@@ -98,7 +99,9 @@ def _preemption_flag():
 
 
 def write_json(path: Path, obj) -> None:
-    """Atomic write: a crash never leaves a half-written JSON file."""
+    """Atomic write: a crash never leaves a half-written JSON file. Only process 0 writes."""
+    if jax.process_index() != 0:
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=float))
     os.replace(tmp, path)
@@ -156,6 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     tx = train_lib.make_optimizer(config, schedule)
     state = train_lib.create_train_state(model, tx, config.seed,
                                          output_bias(config, model, dataset.train))
+    mesh = parallel.make_mesh(config.parallel.num_devices)
+    parallel.check_divisible(batch_size, mesh, "train.batch_size")
     ckpts = Checkpoints(workdir, config.train.keep_checkpoints)
     restored, restored_step = ckpts.restore_latest(state._asdict())
     if restored is not None:
@@ -163,8 +168,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         log(f"resuming from checkpoint at step {restored_step}")
     start_step = int(state.step)
     writer = MetricWriter(workdir, resume_step=start_step)
-    run_steps = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size)
-    x_train = jnp.asarray(dataset.train)
+    run_steps = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size, mesh)
+    state = parallel.replicate(state, mesh)
+    x_train = parallel.replicate(dataset.train, mesh)
     last_good = restored_step
 
     def save(step, valid_bound=None):
@@ -216,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                 valid_bound = None
                 if epoch_end and config.train.eval_every_epochs and (
                         n_epoch % config.train.eval_every_epochs == 0 or step == total_steps):
-                    valid_result = _validate(config, model, state, dataset)
+                    valid_result = _validate(config, model, state, dataset, mesh)
                     valid_bound = valid_result["iwae"][str(config.eval.valid_k)]
                     writer.write(step, "valid", **{f"iwae_{config.eval.valid_k}": valid_bound})
                 if step == total_steps or valid_bound is not None or (
@@ -241,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     train_wall = time.time() - t_start
 
     _status(workdir, "running", int(state.step), "evaluating on the test set")
-    results = _final_evaluation(config, model, state, dataset, workdir)
+    results = _final_evaluation(config, model, state, dataset, workdir, mesh)
     results["valid"] = ({"iwae": valid_result["iwae"]} if valid_result else None)
     results["train"] = {
         "steps": int(state.step), "epochs": int(state.step) / steps_per_epoch,
@@ -258,14 +264,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     return results
 
 
-def _validate(config, model, state, dataset) -> dict:
+def _validate(config, model, state, dataset, mesh) -> dict:
     x = dataset.valid[: config.eval.valid_examples] if config.eval.valid_examples else dataset.valid
     return evaluate_split(model, state.params, x, jax.random.key(config.seed + 1), ks=(config.eval.valid_k,),
                           batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
-                          binarize=config.data.binarize, seed=config.seed + 1, surgery=False)
+                          binarize=config.data.binarize, seed=config.seed + 1, surgery=False, mesh=mesh)
 
 
-def _final_evaluation(config, model, state, dataset, workdir: Path) -> dict:
+def _final_evaluation(config, model, state, dataset, workdir: Path, mesh) -> dict:
     x = dataset.test
     labels = dataset.test_labels
     if config.eval.max_examples:
@@ -274,7 +280,7 @@ def _final_evaluation(config, model, state, dataset, workdir: Path) -> dict:
     test = evaluate_split(model, state.params, x, jax.random.key(config.seed + 2), ks=tuple(config.eval.ks),
                           batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
                           surgery_samples=config.eval.surgery_samples, binarize=config.data.binarize,
-                          seed=config.seed + 2)
+                          seed=config.seed + 2, mesh=mesh)
     test["exact_log_px"] = None
     if is_linear_gaussian(model):
         test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, state.params, jnp.asarray(x))))

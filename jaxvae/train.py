@@ -17,6 +17,7 @@ import optax
 from jaxvae.data import binarize_batch
 from jaxvae.model import VAE
 from jaxvae.objectives import make_loss_fn
+from jaxvae.parallel import shard_batch
 
 
 class TrainState(NamedTuple):
@@ -125,12 +126,14 @@ def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.Gra
 
 
 def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_epoch: int,
-                   batch_size: int) -> Callable:
+                   batch_size: int, mesh=None) -> Callable:
     """``run_steps(state, x_train, num_steps) -> (state, StepInfo)``, jit-compiled with num_steps static.
 
     The steps must lie within one epoch. The epoch's permutation is computed once per call on device
     and the batches are gathered from the on-device training set inside the scan: no host round trip.
     With nan_policy=stop the first non-finite step freezes the state (no later update is applied).
+    With a ``mesh``, each batch is split over its data axis (parameters stay replicated): the same
+    numbers as on one device, computed data-parallel.
     """
     train_step = make_train_step(model, config, tx)
     stop_on_bad = config.train.nan_policy == "stop"
@@ -146,7 +149,7 @@ def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_
         def body(carry, i):
             state, bad_step, bad_term = carry
             idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * batch_size, batch_size)
-            x = jnp.take(x_train, idx, axis=0)
+            x = shard_batch(jnp.take(x_train, idx, axis=0), mesh)
             new_state, metrics, ok, term = train_step(state, x, jax.random.fold_in(step_key, state.step))
             first_bad = (bad_step < 0) & ~ok
             bad_term = jnp.where(first_bad, term, bad_term)
