@@ -1,0 +1,837 @@
+"""Compare the runs of a sweep: tables (markdown, CSV, HTML) and plots of bounds vs K and training curves.
+
+    python -m jaxvae.report runs/iwae_mnist
+
+reads every ``results.json`` under the folder (recursively), prints a markdown table and writes, in that
+folder: ``report.md``, ``report.csv`` (one row per run, raw numbers), ``report_seeds.csv`` (mean and std
+over seeds, when some configs have several seeds), ``report_bound_vs_k.png``, ``report_curves.png``,
+``report_nll_vs_flow_length.png`` (only when runs differ in flow length) and ``report.html`` (everything,
+the pictures embedded). Unfinished runs (``status.json`` running/preempted, no ``results.json``), failed runs
+and planned runs that never started (from ``sweep.json``) are listed in their own section.
+
+Missing numbers (absent keys, ``null``) are blank cells. Standard deviations over seeds are sample
+standard deviations (n - 1 in the denominator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import dataclasses
+import html
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+RUN_FILES = ("results.json", "status.json", "launch.json")
+PRUNE_DIRS = {"checkpoints", "checkpoint", "ckpt", "images", "tb", "tensorboard", "slurm", ".git"}
+SEED_KEYS = {"seed"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclasses.dataclass
+class RunRecord:
+    path: str  # the run's workdir
+    name: str  # path relative to the report root
+    status: str  # finished | running | preempted | failed | not started | unknown ...
+    results: dict | None = None
+    status_json: dict | None = None
+    launch: dict | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.results is not None and self.status == "finished"
+
+    @property
+    def log_path(self) -> str | None:
+        p = os.path.join(self.path, "log.txt")
+        return p if os.path.exists(p) else None
+
+    @property
+    def message(self) -> str:
+        return str((self.status_json or {}).get("message") or (self.results or {}).get("message") or "")
+
+    @property
+    def step(self) -> Any:
+        return (self.status_json or {}).get("step")
+
+    @property
+    def exit_code(self) -> Any:
+        return (self.launch or {}).get("exit_code")
+
+
+def _classify(results, status_json, launch) -> str:
+    if results is not None:
+        return str(results.get("status") or (status_json or {}).get("status") or "finished")
+    status = (status_json or {}).get("status")
+    rc = (launch or {}).get("exit_code")
+    if launch and launch.get("end") and rc is not None:  # the launcher saw the process end
+        if rc == 3:
+            return "preempted"
+        if rc != 0 or status in (None, "running", "finished"):
+            return "failed"
+    return str(status or "unknown")
+
+
+def load_runs(root: str) -> list[RunRecord]:
+    """Every run folder under root (one holding results.json, status.json or launch.json), plus the
+    runs a ``sweep.json`` manifest planned that left no files ("not started")."""
+    records: dict[str, RunRecord] = {}
+    planned: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in PRUNE_DIRS)
+        if "sweep.json" in filenames:
+            manifest = _read_json(os.path.join(dirpath, "sweep.json")) or {}
+            for r in manifest.get("runs", []):
+                if isinstance(r, dict) and isinstance(r.get("name"), str):
+                    planned.append(os.path.normpath(os.path.join(dirpath, r["name"])))
+        if not any(f in filenames for f in RUN_FILES):
+            continue
+        dirnames[:] = []  # a run folder: its subfolders are checkpoints, pictures...
+        results = _read_json(os.path.join(dirpath, "results.json")) if "results.json" in filenames else None
+        status_json = _read_json(os.path.join(dirpath, "status.json"))
+        launch = _read_json(os.path.join(dirpath, "launch.json"))
+        if "results.json" in filenames and not isinstance(results, dict):
+            results, status = None, "unreadable results.json"
+        else:
+            status = _classify(results, status_json if isinstance(status_json, dict) else None,
+                               launch if isinstance(launch, dict) else None)
+        path = os.path.normpath(dirpath)
+        records[path] = RunRecord(path, _rel(path, root), status, results,
+                                  status_json if isinstance(status_json, dict) else None,
+                                  launch if isinstance(launch, dict) else None)
+    for path in planned:
+        if path not in records:
+            records[path] = RunRecord(path, _rel(path, root), "not started")
+    return sorted(records.values(), key=lambda r: r.name)
+
+
+def _rel(path: str, root: str) -> str:
+    rel = os.path.relpath(path, root)
+    return os.path.basename(os.path.normpath(path)) if rel == "." else rel
+
+
+# ----------------------------------------------------------------------------------------------------
+# Values
+# ----------------------------------------------------------------------------------------------------
+
+
+def _get(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _first(results: dict, *paths: str) -> Any:
+    for p in paths:
+        v = _get(results, p)
+        if v is not None:
+            return v
+    return None
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict):
+                out.update(_flatten(v, key))
+            else:
+                out[key] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+# Identity of a run: (column, summary key, config fallback).
+IDENTITY = [
+    ("dataset", "summary.dataset", "config.data.name"),
+    ("objective", "summary.objective", "config.objective.name"),
+    ("k", "summary.k", "config.objective.k"),
+    ("flow", "summary.flow", "config.model.flow"),
+    ("flow_length", "summary.flow_length", "config.model.flow_length"),
+    ("beta", "summary.beta", "config.objective.beta"),
+    ("latent_dim", "summary.latent_dim", "config.model.latent_dim"),
+    ("seed", "summary.seed", "config.seed"),
+]
+# Config fields the identity columns already show (not repeated in the "other" column).
+SHOWN_CONFIG = {"seed", "name", "data.name", "objective.name", "objective.k", "model.flow",
+                "model.flow_length", "objective.beta", "model.latent_dim"}
+
+
+def identity(results: dict) -> dict[str, Any]:
+    return {col: _first(results, s, c) for col, s, c in IDENTITY}
+
+
+def flow_label(flow: Any, length: Any) -> str:
+    """``planar×8`` (kind x length); ``none`` without a flow."""
+    if flow in (None, "", "none"):
+        return "none"
+    return f"{flow}×{length}" if length is not None else str(flow)
+
+
+def iwae_bounds(results: dict) -> dict[int, float]:
+    """{K: IWAE_K} of the test set; IWAE_1 falls back to the test ELBO."""
+    out = {}
+    for k, v in (_get(results, "test.iwae") or {}).items():
+        try:
+            kk = int(k)
+        except (TypeError, ValueError):
+            continue
+        if _num(v) is not None:
+            out[kk] = float(v)
+    if 1 not in out and _num(_get(results, "test.elbo")) is not None:
+        out[1] = float(_get(results, "test.elbo"))
+    return dict(sorted(out.items()))
+
+
+METRICS = [  # (csv column, markdown header, results path, decimals)
+    ("test_elbo", "test ELBO", "test.elbo", 2),
+    # IWAE_K columns go here
+    ("nll", "NLL", "test.nll", 2),
+    ("exact_log_px", "exact log p(x)", "test.exact_log_px", 2),
+    ("active_units", "active units", "test.active_units", 0),
+    ("mutual_information", "MI", "test.mutual_information", 2),
+    ("marginal_kl", "marginal KL", "test.marginal_kl", 2),
+    ("wall_time_s", "wall time (s)", "train.wall_time_s", 1),
+]
+
+
+@dataclasses.dataclass
+class Column:
+    key: str  # csv header
+    header: str  # markdown header
+    decimals: int
+    get: Any  # RunRecord -> value
+
+
+def metric_columns(runs: Sequence[RunRecord]) -> list[Column]:
+    ks = sorted({k for r in runs for k in (_get(r.results, "test.iwae") or {}) if str(k).lstrip("-").isdigit()},
+                key=int)
+    ks = [int(k) for k in ks]
+    nll_ks = {_get(r.results, "test.nll_k") for r in runs if _num(_get(r.results, "test.nll")) is not None}
+    cols = []
+    for key, header, path, dec in METRICS:
+        if key == "exact_log_px" and all(_num(_get(r.results, path)) is None for r in runs):
+            continue
+        if key == "nll":
+            for k in ks:
+                cols.append(Column(f"iwae_{k}", f"IWAE_{k}", 2,
+                                   lambda r, k=k: _get(r.results, f"test.iwae.{k}")))
+            if len(nll_ks) == 1 and None not in nll_ks:
+                header = f"NLL (K={nll_ks.pop()})"
+        cols.append(Column(key, header, dec, lambda r, p=path: _get(r.results, p)))
+    return cols
+
+
+def _fmt(v: Any, decimals: int) -> str:
+    x = _num(v)
+    if x is None:
+        return "" if v is None or isinstance(v, (int, float)) else str(v)
+    if decimals == 0:
+        return str(int(round(x)))
+    return f"{x:.{decimals}f}"
+
+
+def _fmt_id(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def other_fields(runs: Sequence[RunRecord]) -> list[str]:
+    """Config fields (beyond the identity columns) whose values differ between runs."""
+    flats = [_flatten(r.results.get("config") or {}) for r in runs]
+    keys = sorted({k for f in flats for k in f} - SHOWN_CONFIG)
+    return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+
+
+def _other_label(run: RunRecord, fields: Sequence[str]) -> str:
+    flat = _flatten(run.results.get("config") or {})
+    labels = {}
+    for f in fields:
+        short = f.rsplit(".", 1)[-1]
+        labels[f] = f if sum(g.rsplit(".", 1)[-1] == short for g in fields) > 1 else short
+    return " ".join(f"{labels[f]}={_fmt_id(flat.get(f))}" for f in fields)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    numeric: list[bool]
+
+    def markdown(self) -> str:
+        def cell(s):
+            return str(s).replace("|", "\\|").replace("\n", " ")
+        out = ["| " + " | ".join(cell(h) for h in self.headers) + " |",
+               "|" + "|".join("---:" if n else "---" for n in self.numeric) + "|"]
+        out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(out)
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        body = "".join("<tr>" + "".join(f'<td class="{"num" if n else "txt"}">{html.escape(str(c))}</td>'
+                                        for c, n in zip(row, self.numeric)) + "</tr>" for row in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _varies(runs, col) -> bool:
+    return len({repr(identity(r.results)[col]) for r in runs}) > 1
+
+
+def _sort_key(r: RunRecord):
+    ident = identity(r.results)
+    def k(v):
+        return (0, float(v), "") if _num(v) is not None else (1, 0.0, str(v))
+    return tuple(k(ident[c]) for c, _, _ in IDENTITY) + (r.name,)
+
+
+def _id_columns(runs) -> list[str]:
+    cols = []
+    for col in ("dataset", "objective", "k", "flow", "beta", "latent_dim", "seed"):
+        if col in ("dataset", "latent_dim") and not _varies(runs, col):
+            continue
+        cols.append(col)
+    return cols
+
+
+def _id_cell(ident: dict, col: str) -> str:
+    if col == "flow":
+        return flow_label(ident["flow"], ident["flow_length"])
+    return _fmt_id(ident[col])
+
+
+def runs_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]]:
+    """The per-run markdown table and the CSV rows (raw values)."""
+    metric_cols = metric_columns(runs)
+    id_cols = _id_columns(runs)
+    nll_in_cell = not any(c.header.startswith("NLL (K=") for c in metric_cols)
+    headers = ["run"] + id_cols + [c.header for c in metric_cols]
+    numeric = [False] + [c in ("k", "beta", "latent_dim", "seed") for c in id_cols] + [True] * len(metric_cols)
+    rows, csv_rows = [], []
+    for r in sorted(runs, key=_sort_key):
+        ident = identity(r.results)
+        row = [r.name] + [_id_cell(ident, c) for c in id_cols]
+        for c in metric_cols:
+            cell = _fmt(c.get(r), c.decimals)
+            if c.key == "nll" and nll_in_cell and cell and _get(r.results, "test.nll_k") is not None:
+                cell += f" (K={_get(r.results, 'test.nll_k')})"
+            row.append(cell)
+        rows.append(row)
+        csv_row = {"run": r.name, "status": r.status}
+        csv_row.update({c: ident[c] for c, _, _ in IDENTITY})
+        for c in metric_cols:
+            csv_row[c.key] = c.get(r)
+            if c.key == "nll":
+                csv_row["nll_k"] = _get(r.results, "test.nll_k")
+        csv_row["eval_wall_time_s"] = _get(r.results, "eval_wall_time_s")
+        csv_row["steps"] = _get(r.results, "train.steps")
+        csv_row["examples_per_s"] = _get(r.results, "train.examples_per_s")
+        csv_rows.append(csv_row)
+    return Table(headers, rows, numeric), csv_rows
+
+
+def group_key(run: RunRecord) -> str:
+    """Runs with equal keys differ only by seed: the whole config minus the seed (else the summary)."""
+    config = run.results.get("config")
+    if isinstance(config, dict) and config:
+        flat = {k: v for k, v in _flatten(config).items() if k not in SEED_KEYS}
+    else:
+        flat = {k: v for k, v in identity(run.results).items() if k not in SEED_KEYS}
+    return json.dumps(sorted((k, repr(v)) for k, v in flat.items()))
+
+
+def seed_groups(runs: Sequence[RunRecord]) -> list[list[RunRecord]]:
+    groups: dict[str, list[RunRecord]] = {}
+    for r in sorted(runs, key=_sort_key):
+        groups.setdefault(group_key(r), []).append(r)
+    return list(groups.values())
+
+
+def mean_std(values: Sequence[Any]) -> tuple[float | None, float | None, int]:
+    xs = [x for x in (_num(v) for v in values) if x is not None]
+    if not xs:
+        return None, None, 0
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, None, len(xs)
+    var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+    return mean, math.sqrt(var), len(xs)
+
+
+def seeds_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]] | None:
+    """Mean ± std over seeds of each group of runs that differ only by seed (None: no group has 2+)."""
+    groups = seed_groups(runs)
+    if not any(len(g) > 1 for g in groups):
+        return None
+    metric_cols = metric_columns(runs)
+    id_cols = [c for c in _id_columns(runs) if c != "seed"]
+    others = other_fields(runs)
+    headers = id_cols + (["other"] if others else []) + ["seeds"] + [c.header for c in metric_cols]
+    numeric = ([c in ("k", "beta", "latent_dim") for c in id_cols] + ([False] if others else []) + [True]
+               + [True] * len(metric_cols))
+    rows, csv_rows = [], []
+    for g in groups:
+        ident = identity(g[0].results)
+        row = [_id_cell(ident, c) for c in id_cols]
+        if others:
+            row.append(_other_label(g[0], others))
+        row.append(str(len(g)))
+        csv_row = {c: ident[c] for c, _, _ in IDENTITY if c != "seed"}
+        if others:
+            csv_row["other"] = _other_label(g[0], others)
+        csv_row["seeds"] = " ".join(_fmt_id(identity(r.results)["seed"]) for r in g)
+        csv_row["n"] = len(g)
+        for c in metric_cols:
+            mean, std, n = mean_std([c.get(r) for r in g])
+            cell = _fmt(mean, c.decimals)
+            if std is not None:
+                cell += f" ± {_fmt(std, max(c.decimals, 2))}"
+            if cell and n != len(g):
+                cell += f" (n={n})"
+            row.append(cell)
+            csv_row[f"{c.key}_mean"] = mean
+            csv_row[f"{c.key}_std"] = std
+            csv_row[f"{c.key}_n"] = n
+        rows.append(row)
+        csv_rows.append(csv_row)
+    return Table(headers, rows, numeric), csv_rows
+
+
+def problems_table(records: Sequence[RunRecord]) -> Table | None:
+    bad = [r for r in records if not r.finished]
+    if not bad:
+        return None
+    order = {"failed": 0, "unreadable results.json": 0, "preempted": 1, "running": 2, "not started": 3}
+    rows = []
+    for r in sorted(bad, key=lambda r: (order.get(r.status, 1), r.name)):
+        rc = r.exit_code
+        rows.append([r.name, r.status, "" if r.step is None else str(r.step), r.message[:200],
+                     "" if rc is None else str(rc), r.log_path or ""])
+    return Table(["run", "status", "step", "message", "exit code", "log"], rows,
+                 [False, False, True, False, True, False])
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    return plt
+
+
+def _group_label(run: RunRecord, others: Sequence[str]) -> str:
+    ident = identity(run.results)
+    parts = [str(ident["objective"] or "?")]
+    if ident["k"] is not None:
+        parts.append(f"K={ident['k']}")
+    flow = flow_label(ident["flow"], ident["flow_length"])
+    if flow != "none":
+        parts.append(flow)
+    if _num(ident["beta"]) not in (None, 1.0):
+        parts.append(f"β={_fmt_id(ident['beta'])}")
+    if others:
+        parts.append(_other_label(run, others))
+    return " ".join(parts)
+
+
+def _colors(n: int):
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _legend(fig, axes, n_entries):
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not handles:
+        return
+    ncol = 1 if n_entries <= 12 else 2
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, ncol=ncol,
+               frameon=False)
+
+
+def _log_k_axis(ax, ks):
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator  # noqa: PLC0415
+    ax.set_xscale("log")
+    ks = sorted(set(ks))
+    ax.xaxis.set_major_locator(FixedLocator(ks))
+    ax.xaxis.set_major_formatter(lambda x, pos: f"{x:g}")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if len(ks) == 1:
+        ax.set_xlim(ks[0] / 2, ks[0] * 2)
+
+
+def plot_bound_vs_k(runs: Sequence[RunRecord], path: str) -> bool:
+    """Left: test IWAE_K vs K (log x; K=1 is the ELBO), one line per model (mean ± std over seeds when
+    a config has several); dashed: exact log p(x) when known. Right: the gap to the best estimate of
+    log p(x) (the exact value when known, else the run's largest K)."""
+    runs = [r for r in runs if iwae_bounds(r.results)]
+    if not runs:
+        return False
+    plt = _pyplot()
+    groups = seed_groups(runs)
+    others = other_fields(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    any_exact, all_ks, all_gaps = False, set(), []
+    for color, g in zip(_colors(len(groups)), groups):
+        bounds = [iwae_bounds(r.results) for r in g]
+        exacts = [_num(_get(r.results, "test.exact_log_px")) for r in g]
+        gaps = []
+        for b, exact in zip(bounds, exacts):
+            ref = exact if exact is not None else b[max(b)]
+            gaps.append({k: ref - v for k, v in b.items() if exact is not None or k != max(b)})
+        ks = sorted({k for b in bounds for k in b})
+        all_ks.update(ks)
+        stats = [mean_std([b.get(k) for b in bounds]) for k in ks]
+        label = _group_label(g[0], others) + (f" (mean ± std, {len(g)} seeds)" if len(g) > 1 else "")
+        axes[0].errorbar(ks, [m for m, _, _ in stats], yerr=[sd or 0.0 for _, sd, _ in stats], fmt="o-",
+                         color=color, lw=1.5, ms=4, capsize=3, label=label)
+        known = [e for e in exacts if e is not None]
+        if known:
+            any_exact = True
+            axes[0].axhline(sum(known) / len(known), color=color, ls="--", lw=1, alpha=0.7)
+        gks = sorted({k for gp in gaps for k in gp})
+        if gks:
+            gstats = [mean_std([gp.get(k) for gp in gaps]) for k in gks]
+            axes[1].errorbar(gks, [m for m, _, _ in gstats], yerr=[sd or 0.0 for _, sd, _ in gstats],
+                             fmt="o-", color=color, lw=1.5, ms=4, capsize=3)
+            all_gaps += [m for m, _, _ in gstats]
+    for ax in axes:
+        _log_k_axis(ax, all_ks)
+        ax.set_xlabel("K (importance samples; K=1 is the ELBO)")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[1].set_xlim(axes[0].get_xlim())
+    if all_gaps and min(all_gaps) > 0 and max(all_gaps) / min(all_gaps) > 20:
+        axes[1].set_yscale("log")
+    axes[0].set_ylabel("test IWAE_K bound (nats, higher is tighter)")
+    axes[0].set_title("test bound vs K" + (" (dashed: exact log p(x))" if any_exact else ""))
+    axes[1].set_ylabel("gap (nats)")
+    axes[1].set_title("exact log p(x) − IWAE_K" if any_exact else "IWAE_Kmax − IWAE_K (looseness)")
+    fig.tight_layout()
+    _legend(fig, axes, len(groups))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def read_curves(run: RunRecord) -> list[dict]:
+    name = (run.results or {}).get("curves") or "metrics.jsonl"
+    path = os.path.join(run.path, name)
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    out.append(obj)
+    except OSError:
+        pass
+    return out
+
+
+def _xy(lines, key):
+    pts = [(_num(l.get("step")), _num(l.get(key))) for l in lines]
+    pts = sorted((x, y) for x, y in pts if x is not None and y is not None)
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _robust_ylim(ax, values):
+    if len(values) < 5:
+        return
+    vs = sorted(values)
+    lo, hi = vs[int(0.05 * (len(vs) - 1))], vs[-1]
+    if hi > lo:
+        pad = 0.08 * (hi - lo)
+        ax.set_ylim(lo - pad, hi + pad)
+
+
+def plot_curves(runs: Sequence[RunRecord], path: str) -> bool:
+    """Training bound (train lines' elbo/iwae) and validation bounds (iwae_K) vs step, per run."""
+    curves = [(r, read_curves(r)) for r in runs]
+    curves = [(r, c) for r, c in curves if c]
+    if not curves:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    groups = seed_groups([r for r, _ in curves])
+    others = other_fields([r for r, _ in curves])
+    colors, labels = {}, {}
+    for color, g in zip(_colors(len(groups)), groups):
+        for j, r in enumerate(g):
+            colors[r.name] = color
+            if j == 0:
+                labels[r.name] = _group_label(r, others) + (f" ({len(g)} seeds)" if len(g) > 1 else "")
+    train_vals, valid_vals, valid_keys = [], [], set()
+    for r, lines in sorted(curves, key=lambda rc: _sort_key(rc[0])):
+        train = [l for l in lines if l.get("split", "train") == "train"]
+        valid = [l for l in lines if l.get("split") == "valid"]
+        key = "iwae" if any("iwae" in l for l in train) else "elbo"
+        x, y = _xy(train, key)
+        if x:
+            label = labels.get(r.name)
+            axes[0].plot(x, y, "-" if len(x) > 30 else "o-", color=colors[r.name], lw=1.2, ms=3, alpha=0.85,
+                         label=None if label is None else f"{label}: train {key}")
+            train_vals += y
+        vkeys = sorted({k for l in valid for k in l if k.startswith("iwae_") or k == "elbo"})
+        for vk in vkeys:
+            x, y = _xy(valid, vk)
+            if x:
+                valid_keys.add(vk)
+                axes[1].plot(x, y, "o-", color=colors[r.name], lw=1.2, ms=3, alpha=0.85)
+                valid_vals += y
+    if not valid_vals:
+        axes[1].text(0.5, 0.5, "no validation entries in metrics.jsonl", ha="center", va="center",
+                     transform=axes[1].transAxes, color="gray")
+    axes[0].set_title("training bound (train batches)")
+    axes[1].set_title("validation bound" + (f" ({', '.join(sorted(valid_keys))})" if valid_keys else ""))
+    _robust_ylim(axes[0], train_vals)
+    _robust_ylim(axes[1], valid_vals)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.set_ylabel("bound (nats)")
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    _legend(fig, axes, len(groups))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def plot_nll_vs_flow_length(runs: Sequence[RunRecord], path: str) -> bool:
+    """NLL vs flow length, one line per flow kind and everything else (mean ± std over seeds); runs
+    without a flow are the length-0 point of every line with the same objective, K and beta."""
+    runs = [r for r in runs if _num(_get(r.results, "test.nll")) is not None]
+    lengths = {identity(r.results)["flow_length"] or 0 for r in runs}
+    if len(lengths) < 2:
+        return False
+    plt = _pyplot()
+    others = other_fields(runs)
+
+    def base(r):
+        i = identity(r.results)
+        return (str(i["dataset"]), str(i["objective"]), str(i["k"]), str(i["beta"]), str(i["latent_dim"]),
+                _other_label(r, others) if others else "")
+
+    lines: dict[tuple, dict[int, list[float]]] = {}
+    baselines: dict[tuple, list[float]] = {}
+    for r in runs:
+        i = identity(r.results)
+        length = int(i["flow_length"] or 0)
+        nll = float(_get(r.results, "test.nll"))
+        if i["flow"] in (None, "", "none") or length == 0:
+            baselines.setdefault(base(r), []).append(nll)
+        else:
+            lines.setdefault(base(r) + (str(i["flow"]),), {}).setdefault(length, []).append(nll)
+    for key, vals in baselines.items():
+        kinds = [k for k in lines if k[:-1] == key]
+        for k in kinds:
+            lines[k].setdefault(0, []).extend(vals)
+        if not kinds:
+            lines[key + ("none",)] = {0: vals}
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for color, (key, pts) in zip(_colors(len(lines)), sorted(lines.items())):
+        xs = sorted(pts)
+        stats = [mean_std(pts[x]) for x in xs]
+        ys = [s[0] for s in stats]
+        es = [s[1] or 0.0 for s in stats]
+        label = f"{key[1]} K={key[2]} {key[-1]}" + (f" β={key[3]}" if key[3] not in ("1.0", "1", "None") else "")
+        if key[5]:
+            label += " " + key[5]
+        ax.errorbar(xs, ys, yerr=es, fmt="o-", color=color, capsize=3, label=label)
+    ax.set_xlabel("flow length (0 = no flow)")
+    ax.set_ylabel("test NLL (nats, lower is better)")
+    ax.set_title("NLL vs flow length (mean ± std over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+PLOTS = [
+    ("report_bound_vs_k.png", "Test bound vs K", plot_bound_vs_k),
+    ("report_curves.png", "Training curves", plot_curves),
+    ("report_nll_vs_flow_length.png", "NLL vs flow length", plot_nll_vs_flow_length),
+]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The report
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Report:
+    root: str
+    records: list[RunRecord]
+    runs: Table | None
+    runs_csv: list[dict]
+    seeds: Table | None
+    seeds_csv: list[dict]
+    problems: Table | None
+    plots: list[tuple[str, str]]  # (file name, title)
+
+    def markdown(self) -> str:
+        finished = [r for r in self.records if r.finished]
+        out = [f"# Report: {self.root}", "",
+               f"{len(finished)} finished run(s), {len(self.records) - len(finished)} unfinished or failed."]
+        if self.runs is not None:
+            out += ["", "## Runs", "", self.runs.markdown()]
+        if self.seeds is not None:
+            out += ["", "## Mean ± std over seeds", "",
+                    "Runs whose configs differ only by seed; sample standard deviation (n − 1).", "",
+                    self.seeds.markdown()]
+        if self.problems is not None:
+            out += ["", "## Unfinished and failed runs", "", self.problems.markdown()]
+        if self.plots:
+            out += ["", "## Plots", ""] + [f"![{title}]({name})" for name, title in self.plots]
+        return "\n".join(out) + "\n"
+
+    def html(self) -> str:
+        finished = sum(r.finished for r in self.records)
+        parts = [f"<h1>Report: {html.escape(self.root)}</h1>",
+                 f"<p>{finished} finished run(s), {len(self.records) - finished} unfinished or failed.</p>"]
+        if self.runs is not None:
+            parts += ["<h2>Runs</h2>", self.runs.html()]
+        if self.seeds is not None:
+            parts += ["<h2>Mean ± std over seeds</h2>",
+                      "<p>Runs whose configs differ only by seed; sample standard deviation (n − 1).</p>",
+                      self.seeds.html()]
+        if self.problems is not None:
+            parts += ["<h2>Unfinished and failed runs</h2>", self.problems.html()]
+        for name, title in self.plots:
+            with open(os.path.join(self.root, name), "rb") as f:
+                data = base64.b64encode(f.read()).decode("ascii")
+            parts += [f"<h2>{html.escape(title)}</h2>",
+                      f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">']
+        style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:100%}"
+                 "table{border-collapse:collapse;font-size:13px;margin-bottom:1.5em}"
+                 "th,td{border:1px solid #ccc;padding:3px 7px}th{background:#f3f3f3}"
+                 "td.num{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}")
+        return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+                f"<title>Report: {html.escape(self.root)}</title><style>{style}</style></head><body>\n"
+                + "\n".join(parts) + "\n</body></html>\n")
+
+
+def build_report(root: str, plots: bool = True, out_dir: str | None = None) -> Report:
+    out_dir = out_dir or root
+    records = load_runs(root)
+    finished = [r for r in records if r.finished]
+    runs, runs_csv = runs_table(finished) if finished else (None, [])
+    seeds = seeds_table(finished) if finished else None
+    seeds_tab, seeds_csv = seeds if seeds is not None else (None, [])
+    made = []
+    if plots and finished:
+        os.makedirs(out_dir, exist_ok=True)
+        for name, title, fn in PLOTS:
+            path = os.path.join(out_dir, name)
+            if fn(finished, path):
+                made.append((name, title))
+            elif os.path.exists(path):
+                os.remove(path)  # stale picture of an earlier report
+    return Report(out_dir, records, runs, runs_csv, seeds_tab, seeds_csv, problems_table(records), made)
+
+
+def write_report(root: str, plots: bool = True, out_dir: str | None = None, verbose: bool = True) -> str:
+    """Build the report of every run under root, write its files (into out_dir, default root) and
+    return the markdown."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"no folder {root!r}")
+    rep = build_report(root, plots=plots, out_dir=out_dir)
+    out = out_dir or root
+    os.makedirs(out, exist_ok=True)
+    text = rep.markdown()
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(text)
+    _write_csv(os.path.join(out, "report.csv"), rep.runs_csv)
+    seeds_csv = os.path.join(out, "report_seeds.csv")
+    if rep.seeds_csv:
+        _write_csv(seeds_csv, rep.seeds_csv)
+    elif os.path.exists(seeds_csv):
+        os.remove(seeds_csv)
+    with open(os.path.join(out, "report.html"), "w") as f:
+        f.write(rep.html())
+    if verbose:
+        files = ["report.md", "report.csv"] + (["report_seeds.csv"] if rep.seeds_csv else [])
+        files += [n for n, _ in rep.plots] + ["report.html"]
+        print(f"wrote {', '.join(os.path.join(out, f) for f in files)}", file=sys.stderr)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jaxvae.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("root", help="folder holding run workdirs (searched recursively), e.g. runs/iwae_mnist")
+    p.add_argument("--out", default=None, help="where to write report.* (default: ROOT)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--quiet", action="store_true", help="don't print the markdown")
+    args = p.parse_args(argv)
+    try:
+        text = write_report(args.root, plots=not args.no_plots, out_dir=args.out)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
