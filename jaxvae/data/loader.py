@@ -14,7 +14,7 @@ from jaxvae.data.formats import DataError
 __all__ = ["Dataset", "load_dataset", "default_data_dir", "pixel_mean", "pixel_logits", "DATASET_NAMES"]
 
 _OWN = ("binarized_mnist", "mnist", "fashion_mnist")  # jaxvae.data.builders.BUILDERS (imported lazily)
-DATASET_NAMES = ("digits", *_OWN, "tfds:<name>")
+DATASET_NAMES = ("digits", "toy_3x3", *_OWN, "tfds:<name>")
 _BINARIZE = ("none", "static", "dynamic")
 _VALID_SPLITS = ("validation", "valid", "val")
 
@@ -56,6 +56,8 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
     data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
     if name == "digits":
         splits, labels, shape = _load_digits(valid_size)
+    elif name == "toy_3x3":
+        splits, labels, shape = _load_toy_3x3()
     elif name in _OWN:
         splits, labels, shape = _load_own(name, data_dir, manual_dir, download, valid_size)
     elif name.startswith("tfds:") and len(name) > 5:
@@ -102,6 +104,15 @@ def _load_digits(valid_size):
     (train, valid), (ytr, yva) = _carve(x[:-n_test], y[:-n_test], 200 if valid_size is None else valid_size,
                                         "digits")
     return [train, valid, x[-n_test:]], [ytr, yva, y[-n_test:]], (8, 8, 1)
+
+
+def _load_toy_3x3():
+    """The worked example's 3x3 images: noisy bars and diagonals (jaxvae.toy), 128/128/128 examples."""
+    from jaxvae.toy import toy_dataset
+
+    splits = [toy_dataset(seed) for seed in (0, 1, 2)]
+    labels = [np.repeat(np.arange(8), len(x) // 8) for x in splits]
+    return splits, labels, (3, 3, 1)
 
 
 def _load_own(name, data_dir, manual_dir, download, valid_size):
