@@ -56,6 +56,25 @@ Sweep = list[Point]
 
 DEFAULT_RUNNER = "jaxvae.main"
 RUNNER_ENV = "JAXVAE_RUN_MODULE"  # overrides the runner module (tests use a fake runner)
+VECTORIZED_RUNNER = "jaxvae.vectorized"  # trains a group of runs in one process (vmapped over runs)
+VECTORIZED_RUNNER_ENV = "JAXVAE_VECTORIZED_RUN_MODULE"  # overrides it (tests)
+DEFAULT_VECTORIZE = 16  # the default cap on runs per vectorized process
+
+# Vectorized sweeps: runs whose configs differ ONLY in these fields are trained together by one process
+# (jaxvae.vectorized: parameters/optimizer states/keys stacked, one vmapped train step). Every other field
+# (objective.name/k, model sizes, flow length, batch size, dataset, schedule, epochs, ...) changes array
+# shapes or the program, and runs that differ in it go to separate processes.
+VECTORIZED_TRACED_FIELDS = ("train.learning_rate", "objective.beta", "objective.kl_warmup_steps")  # traced
+VECTORIZED_HOST_FIELDS = (  # only used on the host or for per-member setup (init, data order, keys)
+    "seed", "name", "train.log_every_steps", "train.keep_checkpoints")
+VECTORIZED_HOST_PREFIXES = ("eval.",)  # evaluation is sequential per member, with its own config
+VECTORIZED_FIELDS = VECTORIZED_TRACED_FIELDS + VECTORIZED_HOST_FIELDS + tuple(p + "*" for p in VECTORIZED_HOST_PREFIXES)
+
+
+def is_vectorizable_field(key: str) -> bool:
+    """May runs that differ in config field ``key`` (dotted path) be trained in one vectorized process?"""
+    return key in VECTORIZED_TRACED_FIELDS or key in VECTORIZED_HOST_FIELDS or key.startswith(
+        VECTORIZED_HOST_PREFIXES)
 EXIT_PREEMPTED = 3  # the runner's exit code after SIGTERM + checkpoint (relaunching resumes)
 MAX_NAME_LEN = 120
 
@@ -281,12 +300,88 @@ class Job:
         return os.path.join(self.log_dir or self.runs[0].workdir, "launch.json")
 
 
-def plan_jobs(runs: Sequence[Run], base_argv, vectorize: int | None = None) -> list[Job]:
-    """Group runs into processes. Hook for the vectorized sweeps of a later issue (``--vectorize N``):
-    group runs whose configs differ only in vectorizable fields and build one command per group. For now
-    every run is its own job."""
-    del vectorize  # not implemented yet
-    return [Job([r], base_argv(r)) for r in runs]
+def _effective(run: Run, defaults: Mapping[str, Any] | None, key: str) -> Any:
+    """A run's value of ``key``: its override, else the experiment's config value (when known)."""
+    if key in run.overrides:
+        v = run.overrides[key]
+        return tuple(v) if isinstance(v, list) else v
+    if defaults is not None and key in defaults:
+        return defaults[key]
+    return _MISSING
+
+
+_MISSING = object()
+
+
+def group_key(run: Run, defaults: Mapping[str, Any] | None, keys: Iterable[str]) -> tuple:
+    """The values of the non-vectorizable swept fields: runs with equal keys can share a process."""
+    out = []
+    for k in sorted(keys):
+        if is_vectorizable_field(k):
+            continue
+        v = _effective(run, defaults, k)
+        out.append((k, repr(v) if v is not _MISSING else f"<unset:{k}>"))
+    return tuple(out)
+
+
+def group_runs(runs: Sequence[Run], vectorize: int | None, defaults: Mapping[str, Any] | None = None
+               ) -> list[list[Run]]:
+    """Runs -> groups (in order of first appearance) whose configs differ only in vectorizable fields
+    (``VECTORIZED_FIELDS``), each of at most ``vectorize`` runs; ``vectorize`` None/0/1: one run each.
+
+    A field that only some runs override is compared with the experiment's config value (``defaults``,
+    dotted path -> value) when given, else treated as different.
+    """
+    if not vectorize or vectorize <= 1:
+        return [[r] for r in runs]
+    keys = {k for r in runs for k in r.overrides}
+    by_key: dict[tuple, list[Run]] = {}
+    for r in runs:
+        by_key.setdefault(group_key(r, defaults, keys), []).append(r)
+    groups = []
+    for members in by_key.values():
+        for i in range(0, len(members), vectorize):
+            groups.append(members[i:i + vectorize])
+    groups.sort(key=lambda g: g[0].index)
+    return groups
+
+
+def vectorized_argv(python: str, module: str, experiment: str, runs: Sequence[Run], passthrough) -> list[str]:
+    """The command that trains ``runs`` in one process (``python -m jaxvae.vectorized``)."""
+    overrides = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.overrides.items()} for r in runs]
+    return [python, "-m", module, f"--config={experiment}", *[f"--workdir={r.workdir}" for r in runs],
+            f"--overrides={json.dumps(overrides, separators=(',', ':'))}", *passthrough]
+
+
+def plan_jobs(runs: Sequence[Run], base_argv, vectorize: int | None = None, group_argv=None,
+              defaults: Mapping[str, Any] | None = None) -> list[Job]:
+    """Group runs into processes: with ``vectorize`` > 1 (the cap on the group size) and ``group_argv``
+    (runs -> command), runs whose configs differ only in vectorizable fields share one process
+    (``group_runs``); a group of one is launched as a plain run (``base_argv``)."""
+    if group_argv is None:
+        vectorize = None
+    jobs = []
+    for g in group_runs(runs, vectorize, defaults):
+        jobs.append(Job(g, group_argv(g) if len(g) > 1 else base_argv(g[0])))
+    return jobs
+
+
+def describe_plan(jobs: Sequence[Job], runs: Sequence[Run], defaults=None) -> list[str]:
+    """Human-readable grouping: which runs share a process and which fields keep the others apart."""
+    lines = []
+    grouped = [j for j in jobs if len(j.runs) > 1]
+    solo = [j for j in jobs if len(j.runs) == 1]
+    lines.append(f"plan: {len(runs)} run(s) in {len(jobs)} process(es); {sum(len(j.runs) for j in grouped)} "
+                 f"run(s) vectorized in {len(grouped)} group(s)")
+    for j in grouped:
+        lines.append(f"  vectorized x{len(j.runs)}: {', '.join(r.name for r in j.runs)}")
+    if solo and len(runs) > 1:
+        keys = {k for r in runs for k in r.overrides}
+        apart = sorted({k for k in keys if not is_vectorizable_field(k)
+                        and len({repr(_effective(r, defaults, k)) for r in runs}) > 1})
+        why = (f" (they differ in shape-changing fields: {', '.join(apart)})" if apart else "")
+        lines.append(f"  separate processes{why}: {', '.join(j.runs[0].name for j in solo)}")
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -562,6 +657,23 @@ class _Launcher:
         return [self.outcomes[i] for i in range(len(self.jobs))]
 
 
+def per_run_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """A vectorized job's outcome split into one per run, each with the run's own state (status.json):
+    a member that hit a NaN failed while the others finished, whatever the process's exit code."""
+    out = []
+    for o in outcomes:
+        if len(o.job.runs) == 1 or o.state in ("skipped", "not started"):
+            out.append(o)
+            continue
+        log_dir = o.job.log_dir or o.job.runs[0].workdir
+        for r in o.job.runs:
+            state = run_state(r.workdir)
+            if state not in ("finished", "failed", "preempted"):
+                state = o.state
+            out.append(Outcome(Job([r], o.job.argv, log_dir), state, o.exit_code, o.seconds, o.device))
+    return out
+
+
 def print_summary(outcomes: Sequence[Outcome], file=sys.stdout) -> None:
     by_state: dict[str, list[Outcome]] = {}
     for o in outcomes:
@@ -717,7 +829,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="don't print the report after the sweep")
     p.add_argument("--python", default=None, help="python executable for the runs (default: this one)")
     p.add_argument("--runner-module", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--vectorize", type=int, default=None, help=argparse.SUPPRESS)  # later issue
+    p.add_argument("--vectorize", type=int, default=None, metavar="N",
+                   help="train up to N runs that differ only in the seed or in traced hyperparameters "
+                        f"({', '.join(VECTORIZED_FIELDS)}) as one vectorized process (jaxvae.vectorized); "
+                        f"default on with N={DEFAULT_VECTORIZE} for local runs with the default runner")
+    p.add_argument("--no-vectorize", action="store_true", help="one process per run")
     g = p.add_argument_group("Slurm (--slurm writes ROOT/<stem>/sweep.sbatch, an array job, and submits it)")
     g.add_argument("--slurm", action="store_true")
     g.add_argument("--job-name", default=None, help="default: jaxvae-<experiment stem>")
@@ -763,9 +879,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours, passthrough = split_passthrough(argv)
     args = build_parser().parse_args(ours)
     args.argv = argv
-    if args.vectorize:
-        print("warning: --vectorize is not implemented yet; running one process per run", file=sys.stderr)
-
     try:
         runs, sweep_dir = make_runs(args.experiment, args.root)
     except (FileNotFoundError, ValueError, TypeError) as e:
@@ -794,7 +907,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return [python, "-m", runner, f"--config={args.experiment}", f"--workdir={run.workdir}",
                 *run.override_args(), *passthrough]
 
-    jobs = plan_jobs(runs, base_argv, args.vectorize)
+    vectorize = _vectorize_setting(args, runner)
+    vec_module = os.environ.get(VECTORIZED_RUNNER_ENV) or VECTORIZED_RUNNER
+    defaults = _config_defaults(args.experiment) if vectorize else None
+    todo = runs
+    if vectorize and not args.rerun and not args.tpu_hosts and not args.slurm:
+        todo = [r for r in runs if not is_finished(r.workdir)]  # finished runs are skipped, not regrouped
+
+    def group_argv(group: Sequence[Run]) -> list[str]:
+        return vectorized_argv(python, vec_module, args.experiment, group, passthrough)
+
+    jobs = plan_jobs(todo, base_argv, vectorize, group_argv, defaults)
+    jobs += [Job([r], base_argv(r)) for r in runs if r not in todo]
+    jobs.sort(key=lambda j: j.runs[0].index)
+    if vectorize and not args.list:
+        for line in describe_plan(jobs, runs, defaults):
+            print(line, file=sys.stderr, flush=True)
 
     if args.slurm:
         os.makedirs(os.path.join(sweep_dir, "slurm"), exist_ok=True)
@@ -840,6 +968,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f" on GPUs {','.join(gpus)}" if gpus else " (CPU processes)"), flush=True)
     _write_manifest(sweep_dir, args, runs, jobs)
     outcomes = _Launcher(jobs, parallel, gpus, skip_finished=not (args.rerun or args.tpu_hosts)).run()
+    outcomes = per_run_outcomes(outcomes)
     print_summary(outcomes)
 
     if not args.no_report and not args.tpu_hosts and not _is_url(sweep_dir) and os.path.isdir(sweep_dir):
@@ -858,6 +987,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _vectorize_setting(args, runner: str) -> int | None:
+    """The group-size cap: --no-vectorize -> None; --vectorize N -> N; default DEFAULT_VECTORIZE for local
+    runs with the default runner (not with --slurm/--tpu-hosts or a custom runner module)."""
+    if args.no_vectorize:
+        return None
+    if args.slurm or args.tpu_hosts:
+        if args.vectorize and args.vectorize > 1:
+            print("warning: --vectorize is not supported with --slurm/--tpu-hosts yet; one process per run",
+                  file=sys.stderr)
+        return None
+    if args.vectorize is not None:
+        return args.vectorize if args.vectorize > 1 else None
+    return DEFAULT_VECTORIZE if runner == DEFAULT_RUNNER else None
+
+
+def _config_defaults(experiment: str) -> dict | None:
+    """The experiment's config as {dotted path: value} (None when it cannot be loaded here)."""
+    path, arg = split_config_arg(experiment)
+    try:
+        module = load_module(path)
+        config = _call(module.get_config, arg)
+    except Exception:  # noqa: BLE001 - grouping then treats fields set by only some runs as different
+        return None
+
+    def flat(node, prefix=""):
+        out = {}
+        for k, v in node.items():
+            if hasattr(v, "items"):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+        return out
+
+    try:
+        return flat(config)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _is_url(path: str) -> bool:
     return "://" in path
 
@@ -870,7 +1038,11 @@ def _write_manifest(sweep_dir: str, args, runs: Sequence[Run], jobs: Sequence[Jo
     path = os.path.join(sweep_dir, "sweep.json")
     old = _read_json(path) or {}
     known = {r["name"]: r for r in old.get("runs", []) if isinstance(r, dict) and "name" in r}
-    for r, j in zip(runs, jobs):
+    job_of = {r.name: j for j in jobs for r in j.runs}
+    for r in runs:
+        j = job_of.get(r.name)
+        if j is None:
+            continue
         known[r.name] = {"name": r.name, "index": r.index,
                          "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.overrides.items()},
                          "command": shlex.join(j.argv)}

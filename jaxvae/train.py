@@ -44,19 +44,22 @@ def iwae_schedule_epochs(budget: float = 1.0) -> list[float]:
     return [budget * 3**i for i in range(8)]
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """optax schedule of the learning rate, and the total number of training steps."""
+def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, learning_rate=None):
+    """optax schedule of the learning rate, and the total number of training steps.
+
+    ``learning_rate`` (default train.learning_rate) may be a traced scalar (vectorized sweeps)."""
     t = config.train
+    lr0 = t.learning_rate if learning_rate is None else learning_rate
     if t.schedule == "constant":
         total = max(1, round(t.num_epochs * t.budget * steps_per_epoch))
-        return optax.constant_schedule(t.learning_rate), total
+        return optax.constant_schedule(lr0), total
     if t.schedule == "iwae":
         epochs = iwae_schedule_epochs(t.budget)
         bounds, acc = [], 0
         for e in epochs:
             acc += max(1, round(e * steps_per_epoch))
             bounds.append(acc)
-        lrs = [t.learning_rate * 10 ** (-i / 7) for i in range(len(epochs))]
+        lrs = [lr0 * 10 ** (-i / 7) for i in range(len(epochs))]
         sched = optax.join_schedules([optax.constant_schedule(lr) for lr in lrs], bounds[:-1])
         return sched, bounds[-1]
     raise ValueError(f"unknown train.schedule {t.schedule!r}; choose 'constant' or 'iwae'")
@@ -78,6 +81,13 @@ def beta_at(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
     return jnp.asarray(o.beta, jnp.float32)
 
 
+def beta_from(hp: dict, step: jax.Array) -> jax.Array:
+    """``beta_at`` with traced ``hp["beta"]`` and ``hp["kl_warmup_steps"]`` (vectorized sweeps)."""
+    w = jnp.asarray(hp["kl_warmup_steps"], jnp.int32)
+    ramp = jnp.minimum(1.0, step.astype(jnp.float32) / jnp.maximum(w, 1).astype(jnp.float32))
+    return jnp.asarray(hp["beta"], jnp.float32) * jnp.where(w > 0, ramp, 1.0)
+
+
 def create_train_state(model: VAE, tx: optax.GradientTransformation, seed: int,
                        output_bias=None) -> TrainState:
     root = jax.random.key(seed)
@@ -90,8 +100,12 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
 
 
-def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.GradientTransformation):
-    """``train_step(state, x, key) -> (state, metrics, ok, bad_term)``: one update on a batch x.
+def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
+                    tx_for: Callable | None = None):
+    """``train_step(state, x, key, hp=None) -> (state, metrics, ok, bad_term)``: one update on a batch x.
+
+    With ``hp`` (a dict of traced per-run hyperparameters: learning_rate, beta, kl_warmup_steps; see
+    jaxvae.vectorized) the optimizer is ``tx_for(hp)`` and the KL weight ``beta_from(hp, step)``.
 
     A step whose loss or gradient is not finite applies no update (``ok`` False) and reports the
     first offending term; the caller decides whether to stop (nan_policy=stop) or go on (skip).
@@ -100,16 +114,17 @@ def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.Gra
                            analytic_kl=config.objective.analytic_kl)
     dynamic = config.data.binarize == "dynamic"
 
-    def train_step(state: TrainState, x: jax.Array, key: jax.Array):
+    def train_step(state: TrainState, x: jax.Array, key: jax.Array, hp: dict | None = None):
         k_bin, k_obj = jax.random.split(key)
         if dynamic:
             x = binarize_batch(k_bin, x)
-        beta = beta_at(config, state.step)
+        beta = beta_at(config, state.step) if hp is None else beta_from(hp, state.step)
+        opt = tx if hp is None else tx_for(hp)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, k_obj, beta)
         checks = [jnp.isfinite(loss)] + [_all_finite(grads.get(n, {})) for n in ("encoder", "decoder", "flow")]
         ok = jnp.all(jnp.stack(checks))
         bad_term = jnp.argmin(jnp.stack(checks))  # first False
-        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        updates, new_opt = opt.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
         state = TrainState(
@@ -126,7 +141,7 @@ def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.Gra
 
 
 def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_epoch: int,
-                   batch_size: int, mesh=None) -> Callable:
+                   batch_size: int, mesh=None, tx_for: Callable | None = None, jit: bool = True) -> Callable:
     """``run_steps(state, x_train, num_steps) -> (state, StepInfo)``, jit-compiled with num_steps static.
 
     The steps must lie within one epoch. The epoch's permutation is computed once per call on device
@@ -134,11 +149,13 @@ def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_
     With nan_policy=stop the first non-finite step freezes the state (no later update is applied).
     With a ``mesh``, each batch is split over its data axis (parameters stay replicated): the same
     numbers as on one device, computed data-parallel.
+    ``jit=False`` returns the plain ``run_steps(state, x_train, num_steps, hp=None)`` (jaxvae.vectorized
+    vmaps it over runs, with per-run hyperparameters ``hp`` and ``tx_for``, see make_train_step).
     """
-    train_step = make_train_step(model, config, tx)
+    train_step = make_train_step(model, config, tx, tx_for)
     stop_on_bad = config.train.nan_policy == "stop"
 
-    def run_steps(state: TrainState, x_train: jax.Array, num_steps: int):
+    def run_steps(state: TrainState, x_train: jax.Array, num_steps: int, hp: dict | None = None):
         root = jax.random.wrap_key_data(state.key)
         data_key = jax.random.fold_in(root, 1)
         step_key = jax.random.fold_in(root, 2)
@@ -150,7 +167,7 @@ def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_
             state, bad_step, bad_term = carry
             idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * batch_size, batch_size)
             x = shard_batch(jnp.take(x_train, idx, axis=0), mesh)
-            new_state, metrics, ok, term = train_step(state, x, jax.random.fold_in(step_key, state.step))
+            new_state, metrics, ok, term = train_step(state, x, jax.random.fold_in(step_key, state.step), hp)
             first_bad = (bad_step < 0) & ~ok
             bad_term = jnp.where(first_bad, term, bad_term)
             bad_step = jnp.where(first_bad, state.step, bad_step)
@@ -166,6 +183,8 @@ def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_
         means = {k: jnp.sum(jnp.where(oks, v, 0.0)) / denom for k, v in metrics.items()}
         return state, StepInfo(means, bad_step, bad_term)
 
+    if not jit:
+        return run_steps
     return jax.jit(run_steps, static_argnums=2, donate_argnums=0)
 
 

@@ -227,7 +227,7 @@ def test_dry_run_prints_commands_with_passthrough(tmp_path, capsys, monkeypatch)
         assert line.endswith("--config.train.num_epochs=1 '--config.eval.ks=(1,5)'")
     assert not (tmp_path / "runs").exists()
     # --only: a name (names hold commas) or indices
-    assert sweep.main([exp, "--dry-run", "--only", "k=5,seed=0", "--only", "0,1"]) == 0
+    assert sweep.main([exp, "--dry-run", "--only", "k=5,seed=0", "--only", "0,1", "--no-vectorize"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [l.split("--workdir=")[1].split()[0] for l in lines] == [
         "runs/tiny/k=1,seed=0", "runs/tiny/k=1,seed=1", "runs/tiny/k=5,seed=0"]

@@ -1,0 +1,484 @@
+"""Vectorized sweeps: several runs of one experiment trained together as one compiled program.
+
+::
+
+    python -m jaxvae.vectorized --config=experiments/X.py \\
+        --workdir=runs/X/seed=0 --workdir=runs/X/seed=1 --workdir=runs/X/seed=2 \\
+        --overrides='[{"seed": 0}, {"seed": 1}, {"seed": 2}]'
+
+Runs ("members") whose configs differ only in the fields listed in ``jaxvae.sweep.VECTORIZED_FIELDS``
+(the seed, the traced hyperparameters ``train.learning_rate``, ``objective.beta``,
+``objective.kl_warmup_steps``, and host-side settings such as ``eval.*``) have the same array shapes.
+Their parameters, optimizer states and PRNG keys are stacked on a leading member axis and the fused
+training dispatch of ``jaxvae.train.make_run_steps`` (a ``lax.scan`` over steps) is ``jax.vmap``-ped over
+that axis: one vmapped train step inside one scan. Per-member hyperparameters are traced arrays: the
+learning rate enters the (unchanged) ``optax.adam`` chain through ``train.learning_rate_schedule(...,
+learning_rate=<tracer>)``, beta and the warm-up length through ``train.beta_from``; the optimizer state has
+exactly the structure of a solo run's.
+
+Every member is a first-class run: its own workdir with config.json, status.json, metrics.jsonl,
+checkpoints (the member's own unstacked TrainState, the same pytree a solo run saves, so a member can
+be resumed by ``jaxvae.main`` and vice versa), pictures and results.json (the solo schema, plus
+``train.vectorized_group``). A member produces the numbers a solo run with its config produces (to float
+tolerance: vmapped matmuls may sum in another order).
+
+* NaN: with ``train.nan_policy=stop`` a member whose loss/gradient turns non-finite is frozen at its
+  last good state, its status.json says "failed" with the step and term (the solo message), and the others
+  go on. Exit code 1 at the end when any member failed.
+* SIGTERM/SIGINT: at the next dispatch boundary every unfinished member is checkpointed (status
+  "preempted") and the process exits 3; the same command resumes. Members may resume from different
+  steps: the ones behind train alone (the others masked) until the group is in step again.
+* Evaluation (validation bound and the final test evaluation) is sequential per member, with the
+  member's unstacked parameters and its own config (the same code as solo runs).
+* Devices: the member axis is not sharded; the batch is data-parallel over ``parallel.num_devices``
+  exactly like a solo run (only a single device is tested).
+
+Exit codes as ``jaxvae.main``: 0 all finished, 3 preempted, 1 a member failed or an error, 2 invalid flags.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxvae import data as data_lib
+from jaxvae import parallel
+from jaxvae import runner as R
+from jaxvae import train as train_lib
+from jaxvae.checkpoints import CheckpointError, Checkpoints
+from jaxvae.metrics import MetricWriter
+from jaxvae.sweep import VECTORIZED_TRACED_FIELDS, is_vectorizable_field
+
+__all__ = ["GroupError", "member_configs", "check_group", "train_group", "main_entry"]
+
+
+class GroupError(ValueError):
+    """The configs cannot be trained as one vectorized group (they differ in a shape-changing field)."""
+
+
+# -- configs ----------------------------------------------------------------------------------------
+def _flat(c, prefix="") -> dict:
+    out = {}
+    for k, v in c.items():
+        if isinstance(v, (ml_collections.ConfigDict, dict)):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _tuplify(v):
+    return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
+
+
+def member_configs(config: ml_collections.ConfigDict, overrides: Sequence[dict]) -> list:
+    """One validated config per member: ``config`` with the member's dotted-path overrides applied."""
+    from jaxvae.validation import override, validate_config
+
+    out = []
+    for ov in overrides:
+        c = override(config, {k: _tuplify(v) for k, v in ov.items()})
+        validate_config(c)
+        out.append(c)
+    return out
+
+
+def differing_fields(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
+    flats = [_flat(c) for c in configs]
+    keys = sorted(set().union(*flats))
+    return [k for k in keys if any(f.get(k) != flats[0].get(k) for f in flats[1:])]
+
+
+def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
+    """GroupError unless the configs differ only in vectorizable fields (``jaxvae.sweep``'s list)."""
+    bad = [k for k in differing_fields(configs) if not is_vectorizable_field(k)]
+    if bad:
+        raise GroupError(f"these runs cannot be vectorized: they differ in {', '.join(bad)} (only "
+                         "fields that keep every array shape may differ, see jaxvae.sweep.VECTORIZED_FIELDS); "
+                         "train them as separate runs")
+
+
+def _hparams(configs) -> dict:
+    """The traced per-member hyperparameters, stacked (float32/int32 arrays of shape (members,))."""
+    assert set(VECTORIZED_TRACED_FIELDS) == {"train.learning_rate", "objective.beta", "objective.kl_warmup_steps"}
+    return {
+        "learning_rate": jnp.asarray([c.train.learning_rate for c in configs], jnp.float32),
+        "beta": jnp.asarray([c.objective.beta for c in configs], jnp.float32),
+        "kl_warmup_steps": jnp.asarray([int(c.objective.kl_warmup_steps or 0) for c in configs], jnp.int32),
+    }
+
+
+def _stack(trees):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
+
+
+def _member(stacked, i: int):
+    return jax.tree_util.tree_map(lambda a: a[i], stacked)
+
+
+def make_group_steps(model, config, tx, tx_for, steps_per_epoch: int, batch_size: int, mesh,
+                     per_member_data: bool) -> Callable:
+    """``group_steps(stacked_state, x_train, hp, active, num_steps) -> (stacked_state, StepInfo)``:
+    the solo ``run_steps`` vmapped over the member axis (inactive members keep their state)."""
+    raw = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size, mesh, tx_for=tx_for,
+                                   jit=False)
+
+    def group_steps(state, x_train, hp, active, num_steps):
+        def one(s, x, h, a):
+            new, info = raw(s, x, num_steps, h)
+            new = jax.tree_util.tree_map(lambda u, v: jnp.where(a, u, v), new, s)
+            return new, info
+
+        return jax.vmap(one, in_axes=(0, 0 if per_member_data else None, 0, 0))(state, x_train, hp, active)
+
+    return jax.jit(group_steps, static_argnums=4, donate_argnums=0)
+
+
+class _Member:
+    """Host-side bookkeeping of one member (what train_and_evaluate keeps in local variables)."""
+
+    def __init__(self, index, config, workdir, dataset):
+        self.i, self.config, self.workdir, self.dataset = index, config, Path(workdir), dataset
+        self.ckpts = None
+        self.writer = None
+        self.last_good = None
+        self.step = 0
+        self.state = "running"  # running | failed | preempted | finished
+        self.error = None
+        self.trained_examples = 0
+        self.train_seconds = 0.0
+        self.valid_result = None
+        self.next_log = 0
+        self.label = f"[{index}:{Path(workdir).name}]"
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        if self.ckpts is not None:
+            self.ckpts.close()
+
+
+def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str | Path], *,
+                allow_config_change: bool = False, log=print,
+                stop_hook: Callable[[int], bool] | None = None) -> list[dict | None]:
+    """Trains and evaluates the members; returns each member's results dict (None for a failed member).
+
+    Raises ``runner.Preempted`` after SIGTERM/SIGINT (every unfinished member checkpointed), or when
+    ``stop_hook(step)`` (a test hook, called after each dispatch) returns True.
+    """
+    configs = list(configs)
+    if len(configs) != len(workdirs) or not configs:
+        raise GroupError(f"{len(workdirs)} workdirs for {len(configs)} configs")
+    if len({str(Path(w).resolve()) for w in workdirs}) != len(workdirs):
+        raise GroupError("two members share a workdir")
+    check_group(configs)
+    base = configs[0]
+    n = len(configs)
+    for c, wd in zip(configs, workdirs):
+        R.prepare_workdir(c, Path(wd), allow_config_change)
+        R._status(Path(wd), "running", 0, "loading data (vectorized group)")
+
+    # data: one copy unless a member's data differs (static binarization draws with the member's seed)
+    from jaxvae.validation import check_data
+
+    cache, datasets = {}, []
+    for c in configs:
+        key = json.dumps(c.data.to_dict(), sort_keys=True, default=str) + (
+            f"|{c.seed}" if c.data.binarize == "static" else "")
+        if key not in cache:
+            cache[key] = R.load_data(c)
+            for warning in check_data(c, cache[key]):
+                log(f"warning: {warning}")
+        datasets.append(cache[key])
+    per_member_data = len(cache) > 1
+    members = [_Member(i, c, wd, d) for i, (c, wd, d) in enumerate(zip(configs, workdirs, datasets))]
+
+    model = R.build_model(base, datasets[0].train.shape[1])
+    batch_size = base.train.batch_size
+    steps_per_epoch = train_lib.steps_per_epoch_for(len(datasets[0].train), batch_size)
+    schedule, total_steps = train_lib.learning_rate_schedule(base, steps_per_epoch)
+    tx = train_lib.make_optimizer(base, schedule)
+
+    def tx_for(hp):
+        sched, _ = train_lib.learning_rate_schedule(base, steps_per_epoch, learning_rate=hp["learning_rate"])
+        return train_lib.make_optimizer(base, sched)
+
+    mesh = parallel.make_mesh(base.parallel.num_devices)
+    parallel.check_divisible(batch_size, mesh, "train.batch_size")
+    states = []
+    try:
+        for m in members:
+            state = train_lib.create_train_state(model, tx, m.config.seed,
+                                                 R.output_bias(m.config, model, m.dataset.train))
+            m.ckpts = Checkpoints(m.workdir, m.config.train.keep_checkpoints)
+            restored, restored_step = m.ckpts.restore_latest(state._asdict())
+            if restored is not None:
+                state = train_lib.TrainState(**restored)
+                log(f"{m.label} resuming from checkpoint at step {restored_step}")
+            m.last_good = restored_step
+            m.step = int(state.step)
+            m.writer = MetricWriter(m.workdir, resume_step=m.step)
+            every = m.config.train.log_every_steps
+            m.next_log = (m.step // every + 1) * every
+            states.append(state)
+    except Exception as e:
+        for m in members:
+            R._status(m.workdir, "failed", m.step, f"{type(e).__name__}: {e}")
+            m.close()
+        raise
+    stacked = parallel.replicate(_stack(states), mesh)
+    del states
+    hp = parallel.replicate(_hparams(configs), mesh)
+    x_train = parallel.replicate(np.stack([d.train for d in datasets]) if per_member_data
+                                 else datasets[0].train, mesh)
+    group_steps = make_group_steps(model, base, tx, tx_for, steps_per_epoch, batch_size, mesh, per_member_data)
+
+    log(f"{base.name}: vectorized group of {n} runs ({', '.join(str(m.workdir) for m in members)}); "
+        f"{model.flow if model.has_flow else 'gaussian'} posterior, objective={base.objective.name} "
+        f"k={base.objective.k}, {len(datasets[0].train)} training examples, {total_steps} steps "
+        f"({total_steps / steps_per_epoch:.1f} epochs) of batch {batch_size}")
+    differ = differing_fields(configs)
+    if differ:
+        log("members differ in: " + ", ".join(differ))
+    t_start = time.time()
+
+    def save(m, state, step, valid_bound=None):
+        m.ckpts.save(step, state._asdict(), valid_bound)
+        m.last_good = step
+
+    def running():
+        return [m for m in members if m.state == "running" and m.step < total_steps]
+
+    try:
+        with R._preemption_flag() as flag:
+            while running():
+                lag = min(m.step for m in running())
+                active = [m.state == "running" and m.step == lag for m in members]
+                num = train_lib.dispatch_sizes(lag, total_steps, steps_per_epoch, base.train.steps_per_dispatch)
+                t0 = time.time()
+                stacked, info = group_steps(stacked, x_train, hp, jnp.asarray(active), num)
+                info = jax.device_get(info)
+                steps = np.asarray(jax.device_get(stacked.step))
+                dt = time.time() - t0
+                for m in members:
+                    if not active[m.i]:
+                        continue
+                    c = m.config
+                    bad_step = int(info.bad_step[m.i])
+                    if bad_step >= 0 and c.train.nan_policy == "stop":
+                        term = train_lib.BAD_TERMS[int(info.bad_term[m.i])]
+                        where = (f"the last good checkpoint is step {m.last_good} in {m.workdir / 'checkpoints'}"
+                                 if m.last_good is not None else "no checkpoint was written yet")
+                        msg = (f"non-finite {term} at step {bad_step}; stopped without applying it ({where}). "
+                               "Lower train.learning_rate, set train.grad_clip_norm, or set "
+                               "train.nan_policy=skip to skip such updates")
+                        m.state, m.error = "failed", msg
+                        m.step = int(steps[m.i])
+                        R._status(m.workdir, "failed", m.step, f"RunError: {msg}")
+                        log(f"{m.label} error: {msg} (the other members go on)")
+                        m.close()
+                        continue
+                    metrics = {k: float(v[m.i]) for k, v in info.metrics.items()}
+                    m.step = step = int(steps[m.i])
+                    m.trained_examples += num * batch_size
+                    m.train_seconds += dt
+                    epoch = step / steps_per_epoch
+                    every = c.train.log_every_steps
+                    if step >= m.next_log or step == total_steps:
+                        rate = m.trained_examples / max(m.train_seconds, 1e-9)
+                        eta = (total_steps - step) * batch_size / max(rate, 1e-9)
+                        m.writer.write(step, "train", epoch=epoch, examples_per_s=rate, **metrics)
+                        shown = " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "beta")
+                        log(f"{m.label} step {step}/{total_steps} epoch {epoch:.1f} {shown} | {rate:,.0f} ex/s "
+                            f"per run | ETA {R._fmt_eta(eta)}")
+                        m.next_log = (step // every + 1) * every
+                    epoch_end = step % steps_per_epoch == 0
+                    n_epoch = step // steps_per_epoch
+                    valid_bound = None
+                    need_valid = epoch_end and c.train.eval_every_epochs and (
+                        n_epoch % c.train.eval_every_epochs == 0 or step == total_steps)
+                    need_save = step == total_steps or need_valid or (
+                        epoch_end and c.train.checkpoint_every_epochs
+                        and n_epoch % c.train.checkpoint_every_epochs == 0)
+                    if need_valid or need_save:
+                        state = _member(stacked, m.i)
+                        if need_valid:
+                            m.valid_result = R._validate(c, model, state, m.dataset, mesh)
+                            valid_bound = m.valid_result["iwae"][str(c.eval.valid_k)]
+                            m.writer.write(step, "valid", **{f"iwae_{c.eval.valid_k}": valid_bound})
+                        save(m, state, step, valid_bound)
+                    R._status(m.workdir, "running", step, f"epoch {epoch:.1f} (vectorized group of {n})")
+                stop = flag["signal"] is not None or (stop_hook is not None and stop_hook(lag + num))
+                if stop and running():
+                    for m in members:
+                        if m.state == "running":
+                            if m.step < total_steps and m.step != m.last_good:
+                                save(m, _member(stacked, m.i), m.step)
+                            m.state = "preempted"
+                    why = f"signal {flag['signal']}" if flag["signal"] is not None else "stop requested"
+                    raise R.Preempted(f"{why} received: saved a checkpoint of every unfinished member; run "
+                                      "the same command again to resume")
+    except R.Preempted as e:
+        for m in members:
+            if m.state == "preempted":
+                R._status(m.workdir, "preempted", m.step, str(e))
+            m.close()
+        raise
+    except Exception as e:
+        for m in members:
+            if m.state == "running":
+                R._status(m.workdir, "failed", m.step, f"{type(e).__name__}: {e}")
+            m.close()
+        raise
+    train_wall = time.time() - t_start
+
+    results = []
+    for m in members:
+        if m.state != "running":
+            results.append(None)
+            continue
+        c = m.config
+        state = _member(stacked, m.i)
+        try:
+            R._status(m.workdir, "running", m.step, "evaluating on the test set")
+            r = R._final_evaluation(c, model, state, m.dataset, m.workdir, mesh)
+            r["valid"] = ({"iwae": m.valid_result["iwae"]} if m.valid_result else None)
+            r["train"] = {
+                "steps": int(state.step), "epochs": int(state.step) / steps_per_epoch,
+                "wall_time_s": train_wall,
+                "examples_per_s": m.trained_examples / m.train_seconds if m.train_seconds else None,
+                "skipped_updates": int(state.skipped),
+                "flops_per_example": train_lib.flops_per_example(model, c.objective.k),
+                "vectorized_group": n,
+            }
+            R.write_json(m.workdir / "results.json", r)
+            R._status(m.workdir, "finished", int(state.step), "results.json written")
+            m.state = "finished"
+            log(R.format_results(r))
+            results.append(r)
+        except KeyboardInterrupt:
+            for later in members[m.i:]:
+                if later.state == "running":
+                    R._status(later.workdir, "preempted", later.step, "interrupted during the final evaluation")
+                later.close()
+            raise
+        except Exception as e:  # one member's evaluation failing must not lose the others
+            m.state, m.error = "failed", f"{type(e).__name__}: {e}"
+            R._status(m.workdir, "failed", m.step, m.error)
+            log(f"{m.label} error: {m.error}")
+            results.append(None)
+        finally:
+            m.close()
+    return results
+
+
+def main_entry(config, workdirs: Sequence[str], overrides: Sequence[dict] | None,
+               allow_config_change: bool = False) -> int:
+    """0 all members finished, 3 preempted, 1 a member failed or an error (no traceback), 2 bad group."""
+    from jaxvae.validation import ConfigError
+
+    overrides = list(overrides) if overrides is not None else [{} for _ in workdirs]
+    if len(overrides) != len(workdirs):
+        print(f"error: {len(workdirs)} --workdir flags but {len(overrides)} --overrides entries", file=sys.stderr)
+        return 2
+    try:
+        configs = member_configs(config, overrides)
+        check_group(configs)
+    except (ConfigError, GroupError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        results = train_group(configs, workdirs, allow_config_change=allow_config_change)
+    except R.Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return R.EXIT_PREEMPTED
+    except KeyboardInterrupt:
+        print("preempted: interrupted outside a training dispatch; run the same command again to resume",
+              file=sys.stderr)
+        return R.EXIT_PREEMPTED
+    except (R.RunError, CheckpointError, data_lib.DataError, GroupError, ValueError) as e:
+        for wd in workdirs:
+            R._mark_failed(Path(wd), e)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    failed = [wd for wd, r in zip(workdirs, results) if r is None]
+    if failed:
+        print(f"error: {len(failed)} of {len(workdirs)} members failed (see their status.json): "
+              + ", ".join(str(f) for f in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- command line -------------------------------------------------------------------------------------
+def _define_flags():
+    from absl import flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file("config", None, "Experiment file (experiments/*.py).",
+                                             lock_config=True)
+    workdir = flags.DEFINE_multi_string("workdir", None, "One per member (repeat the flag).")
+    overrides = flags.DEFINE_string(
+        "overrides", None, "JSON list of dicts, one per --workdir: each member's dotted-path config "
+        "overrides, e.g. '[{\"seed\": 0}, {\"seed\": 1}]' (default: no overrides).")
+    allow = flags.DEFINE_bool("allow_config_change", False,
+                              "Resume workdirs even though their saved config differs from this one.")
+    return config, workdir, overrides, allow
+
+
+def run():
+    from absl import app, flags, logging
+
+    config, workdir, overrides, allow = _define_flags()
+
+    def _parse_flags(argv):  # as jaxvae.main: flag errors are one line and exit code 2
+        try:
+            return flags.FLAGS(argv)
+        except Exception as e:
+            from jaxvae.validation import describe_flag_error
+
+            print(f"error: {describe_flag_error(e, argv)}", file=sys.stderr)
+            sys.exit(2)
+
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(argv):
+        if len(argv) > 1:
+            print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+            return 2
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        from jaxvae.validation import ConfigError, describe_flag_error, validate_config
+
+        try:
+            validate_config(config.value)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:
+            print(f"error: {describe_flag_error(e, sys.argv)}", file=sys.stderr)
+            return 2
+        ov = None
+        if overrides.value:
+            try:
+                ov = json.loads(overrides.value)
+                if not isinstance(ov, list) or not all(isinstance(o, dict) for o in ov):
+                    raise ValueError("expected a JSON list of objects")
+            except ValueError as e:
+                print(f"error: --overrides: {e}", file=sys.stderr)
+                return 2
+        parallel.initialize_distributed(config.value)
+        return main_entry(config.value, workdir.value, ov, allow_config_change=allow.value)
+
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()
