@@ -11,6 +11,7 @@ Parameters are dicts of arrays whose leading axis is the layer index; any furthe
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -22,13 +23,18 @@ _TINY = 1e-12
 
 
 def planar_u_hat(u: jax.Array, w: jax.Array) -> jax.Array:
-    """u_hat = u + [m(w.u) - w.u] w / ||w||^2 with m(a) = -1 + softplus(a), so that w.u_hat > -1.
+    """u_hat = u + [m(w.u) - w.u] w / ||w||^2 with m(a) = -1 + softplus(a + log(e - 1)), so w.u_hat > -1.
 
     That constraint makes f(z) = z + u_hat tanh(w.z + b) invertible (Rezende & Mohamed, 2015, app. A.1).
+    The shift log(e - 1) gives m(0) = 0 (the paper's m(a) = -1 + softplus(a) has m(0) = -0.31): then u = 0
+    is the identity map and m(a) - a = O(a) near w = 0, so small parameters give a near-identity layer
+    instead of a contraction by 0.69 along w with u_hat ~ 1 / ||w||. m(a) - a = log1p(expm1(-a) / e) is
+    computed in that form (no cancellation near a = 0; a clamped at -80, where m(a) = -1 in floats).
     """
     wu = jnp.sum(w * u, axis=-1, keepdims=True)
-    m = -1.0 + jax.nn.softplus(wu)
-    return u + (m - wu) * w / (jnp.sum(jnp.square(w), axis=-1, keepdims=True) + _TINY)
+    a = jnp.maximum(wu, -80.0)
+    m_minus_wu = jnp.log1p(jnp.expm1(-a) / math.e) + (a - wu)
+    return u + m_minus_wu * w / (jnp.sum(jnp.square(w), axis=-1, keepdims=True) + _TINY)
 
 
 def planar(params: FlowParams, z: jax.Array) -> tuple[jax.Array, jax.Array]:

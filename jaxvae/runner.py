@@ -177,10 +177,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     x_train = parallel.replicate(dataset.train, mesh)
     last_good = restored_step
 
+    # Wall time and examples/s accumulate over resumed segments: progress.json is written with each
+    # checkpoint and read back only when it belongs to the checkpoint being resumed.
+    progress_path = workdir / "progress.json"
+    progress = {"step": 0, "wall_time_s": 0.0, "train_seconds": 0.0, "trained_examples": 0}
+    if restored_step is not None and progress_path.exists():
+        saved = json.loads(progress_path.read_text())
+        if saved.get("step") == restored_step:
+            progress.update(saved)
+
     def save(step, valid_bound=None):
         nonlocal last_good
         ckpts.save(step, state._asdict(), valid_bound)
         last_good = step
+        write_json(progress_path, {
+            "step": step, "wall_time_s": progress["wall_time_s"] + time.time() - t_start,
+            "train_seconds": progress["train_seconds"] + train_seconds,
+            "trained_examples": progress["trained_examples"] + trained_examples})
 
     log(f"{config.name}: {model.flow if model.has_flow else 'gaussian'} posterior, "
         f"objective={config.objective.name} k={config.objective.k}, {len(dataset.train)} training "
@@ -248,7 +261,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         writer.close()
         ckpts.close()
         raise
-    train_wall = time.time() - t_start
+    train_wall = progress["wall_time_s"] + time.time() - t_start
+    train_seconds += progress["train_seconds"]
+    trained_examples += progress["trained_examples"]
 
     _status(workdir, "running", int(state.step), "evaluating on the test set")
     results = _final_evaluation(config, model, state, dataset, workdir, mesh)

@@ -1,0 +1,64 @@
+"""Shared test fixtures (keep minimal)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvae.model import VAE
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearGaussian:
+    """Linear-Gaussian VAE x = W z + b + N(0, s2 I), z ~ N(0, I), with everything known in closed form.
+
+    W has orthogonal columns, so the exact posterior N(M^{-1} W^T (x - b) / s2, M^{-1}),
+    M = I + W^T W / s2, is diagonal and a linear encoder represents it exactly.
+    """
+
+    model: VAE
+    W: np.ndarray  # (D, d)
+    b: np.ndarray  # (D,)
+    s2: float
+    x: np.ndarray  # (N, D) data points (drawn from the model)
+
+    def params(self, mu_shift: float = 0.0, logvar_shift: float = 0.0) -> dict:
+        """Decoder = truth; encoder = exact posterior, optionally perturbed (imperfect encoder)."""
+        d = self.W.shape[1]
+        m_inv = 1.0 / (1.0 + np.sum(self.W**2, axis=0) / self.s2)  # diag M^{-1}
+        k_mu = self.W * m_inv[None, :] / self.s2  # mu = (x - b) @ W M^{-1} / s2
+        b_mu = -self.b @ k_mu + mu_shift
+        kernel = np.concatenate([k_mu, np.zeros_like(k_mu)], axis=1)
+        bias = np.concatenate([b_mu, np.log(m_inv) + logvar_shift * np.ones(d)])
+        return {
+            "encoder": {"head": {"kernel": jnp.asarray(kernel, jnp.float32),
+                                 "bias": jnp.asarray(bias, jnp.float32)}},
+            "decoder": {"out": {"kernel": jnp.asarray(self.W.T, jnp.float32),
+                                "bias": jnp.asarray(self.b, jnp.float32)}},
+        }
+
+    def log_px(self) -> np.ndarray:
+        """Exact log p(x) = log N(x; b, W W^T + s2 I), in float64 via Cholesky (independent of jaxvae)."""
+        dim = self.W.shape[0]
+        cov = self.W @ self.W.T + self.s2 * np.eye(dim)
+        chol = np.linalg.cholesky(cov)
+        r = np.linalg.solve(chol, (self.x - self.b).T)  # (D, N)
+        logdet = 2.0 * np.sum(np.log(np.diag(chol)))
+        return -0.5 * (dim * np.log(2 * np.pi) + logdet + np.sum(r**2, axis=0))
+
+
+@pytest.fixture(scope="session")
+def linear_gaussian() -> LinearGaussian:
+    rng = np.random.default_rng(0)
+    D, d, s2, n = 5, 2, 0.5, 8
+    q, _ = np.linalg.qr(rng.normal(size=(D, d)))
+    W = q * np.array([1.5, 0.8])  # orthogonal columns with different norms
+    b = rng.normal(size=D) * 0.5
+    z = rng.normal(size=(n, d))
+    x = z @ W.T + b + np.sqrt(s2) * rng.normal(size=(n, D))
+    model = VAE(D, d, encoder_hidden=(), decoder_hidden=(), likelihood="gaussian", obs_variance=s2,
+                decoder_output_act="identity")
+    return LinearGaussian(model, W, b, s2, x.astype(np.float32))
