@@ -15,7 +15,7 @@ from jaxvae import evaluation
 from jaxvae.data import eval_batches
 from jaxvae.model import VAE, Params
 from jaxvae.objectives import elbo_terms
-from jaxvae.parallel import shard_batch
+from jaxvae.parallel import replicated, shard_batch
 
 
 def _binarize_eval(x: np.ndarray, binarize: str, seed: int) -> np.ndarray:
@@ -40,6 +40,8 @@ def _batch_bounds(model: VAE, params: Params, x: jax.Array, key: jax.Array, ks: 
             model, params, x, jax.random.fold_in(k_iwae, i), k, chunk_size)
     out["mu"] = post.mu
     out["logvar"] = post.logvar
+    if mesh is not None and mesh.size > 1:  # replicated outputs can be read on every host
+        out = jax.lax.with_sharding_constraint(out, replicated(mesh))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 
@@ -12,19 +13,34 @@ def _plain(v):
     return v if math.isfinite(v) else str(v)
 
 
+def _step_of(line: str) -> float:
+    """The step of a JSONL record; a blank or half-written line (a run killed mid-write) counts as
+    past any resume point, so it is dropped."""
+    try:
+        return float(json.loads(line).get("step", 0)) if line.strip() else math.inf
+    except (ValueError, AttributeError):
+        return math.inf
+
+
 class MetricWriter:
     """Appends ``{"step", "split", ...}`` records to <workdir>/metrics.jsonl and TensorBoard scalars.
 
-    On resume, records past the resumed step are dropped from the JSONL file first, so the curves
-    of an interrupted run equal those of an uninterrupted one.
+    On resume, records past the resumed step (and any half-written line of a killed run) are dropped
+    from the JSONL file first, so the curves of an interrupted run equal those of an uninterrupted one.
     """
 
-    def __init__(self, workdir: str | Path, resume_step: int = 0, tensorboard: bool = True):
+    def __init__(self, workdir: str | Path, resume_step: int = 0, tensorboard: bool = True,
+                 enabled: bool = True):
         self.path = Path(workdir) / "metrics.jsonl"
+        self.enabled = enabled  # False on every process but the first of a multi-host run
+        self._tb = None
+        if not enabled:
+            return
         if self.path.exists():
-            keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in keep))
+            keep = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            os.replace(tmp, self.path)
         self._tb = None
         if tensorboard:
             try:
@@ -34,6 +50,8 @@ class MetricWriter:
                 self._tb = None
 
     def write(self, step: int, split: str, **scalars) -> None:
+        if not self.enabled:
+            return
         record = {"step": int(step), "split": split, **{k: _plain(v) for k, v in scalars.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -22,14 +22,21 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> bool:
     """Start multi-process JAX if asked or if the environment says so; returns whether it did."""
     p = config.get("parallel")
     if p is not None and p.coordinator_address:
+        _cpu_collectives()
         jax.distributed.initialize(coordinator_address=p.coordinator_address,
                                    num_processes=p.num_processes, process_id=p.process_id)
         return True
     slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1"))
     if slurm_tasks > 1 or os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("TPU_WORKER_HOSTNAMES"):
+        _cpu_collectives()
         jax.distributed.initialize()  # reads SLURM / TPU / JAX_* environment variables
         return True
     return False
+
+
+def _cpu_collectives() -> None:
+    """CPU processes exchange collectives over gloo (GPU/TPU backends use their own and ignore this)."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:

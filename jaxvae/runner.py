@@ -119,7 +119,7 @@ def _fmt_eta(seconds: float) -> str:
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path, allow_config_change: bool) -> None:
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
+        probe = workdir / f".write_test.{jax.process_index()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -171,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         state = train_lib.TrainState(**restored)
         log(f"resuming from checkpoint at step {restored_step}")
     start_step = int(state.step)
-    writer = MetricWriter(workdir, resume_step=start_step)
+    writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0)
     run_steps = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size, mesh)
     state = parallel.replicate(state, mesh)
     x_train = parallel.replicate(dataset.train, mesh)
@@ -313,7 +313,7 @@ def _final_evaluation(config, model, state, dataset, workdir: Path, mesh) -> dic
         test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, state.params, jnp.asarray(x))))
     eval_seconds = test.pop("seconds")
     pictures = []
-    if config.eval.images:
+    if config.eval.images and jax.process_index() == 0:
         from jaxvae.pictures import write_pictures
         pictures = write_pictures(model, state.params, str(workdir), jax.random.key(config.seed + 3),
                                   x_test=np.asarray(x), image_shape=dataset.image_shape, labels=labels)
