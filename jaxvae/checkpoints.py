@@ -1,14 +1,27 @@
 """Checkpoints with orbax: the last N states (for resume) and the best by validation bound.
 
 Layout: ``<workdir>/checkpoints/latest/<step>`` and ``<workdir>/checkpoints/best/<step>``. Orbax
-writes each step to a temporary folder and renames it when complete, so a crash mid-save never leaves
-a half-written step that looks finished; a step that still fails to restore is skipped with a warning
-in favour of the previous one.
+writes each step to a temporary folder (``<step>.orbax-checkpoint-tmp-*``) and renames it when
+complete, so a crash or ``kill -9`` mid-save never leaves a half-written step that looks finished (the
+temporary folder is removed when the workdir is next opened). A finished step that still fails to
+restore (a truncated, deleted or garbled file) is moved to ``<workdir>/checkpoints/corrupt/`` with a
+warning, and the previous step is used. If no step restores at all, ``restore_latest`` raises
+``CheckpointError`` rather than silently starting from scratch (the model's shape may have changed).
+
+Test hook: with the environment variable ``JAXVAE_TEST_SLOW_SAVE_S=<seconds>`` every step's commit
+(the rename of its temporary folder) is delayed by that many seconds, so tests can kill a run in the
+middle of a checkpoint write. It is read when ``Checkpoints`` is created; never set it in real runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import shutil
+import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +29,16 @@ import jax
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
+
+SLOW_SAVE_ENV = "JAXVAE_TEST_SLOW_SAVE_S"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or none could be restored; the message says what to do."""
+
+
+class _ShapeMismatch(CheckpointError):
+    """A checkpoint that restores but belongs to a model of another shape."""
 
 
 def _manager(path: Path, max_to_keep: int, best: bool) -> ocp.CheckpointManager:
@@ -31,42 +54,166 @@ def _manager(path: Path, max_to_keep: int, best: bool) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(path.absolute(), options=options)
 
 
+def _install_slow_save_hook(seconds: float) -> None:
+    """Test hook (see the module docstring): delay the commit of every checkpoint step folder."""
+    try:
+        from orbax.checkpoint._src.path import atomicity
+    except ImportError:  # orbax moved it; the hook then does nothing
+        return
+    cls = atomicity.AtomicRenameTemporaryPath
+    if getattr(cls.finalize, "_jaxvae_slow", None) == seconds:
+        return
+    original = getattr(cls.finalize, "_jaxvae_original", cls.finalize)
+
+    async def finalize(self, *args, **kwargs):
+        if self.get_final().name.isdigit():  # the step folder, not an item inside it
+            await asyncio.sleep(seconds)
+        return await original(self, *args, **kwargs)
+
+    finalize._jaxvae_slow = seconds
+    finalize._jaxvae_original = original
+    cls.finalize = finalize
+
+
 class Checkpoints:
     """The run's two checkpoint managers. ``state`` is any pytree of arrays (the TrainState)."""
 
     def __init__(self, workdir: str | Path, keep: int = 3):
-        root = Path(workdir) / "checkpoints"
-        self.latest = _manager(root / "latest", max(1, keep), best=False)
-        self.best = _manager(root / "best", 1, best=True)
+        self.root = Path(workdir) / "checkpoints"
+        slow = os.environ.get(SLOW_SAVE_ENV)
+        if slow:
+            _install_slow_save_hook(float(slow))
+        try:
+            self.latest = _manager(self.root / "latest", max(1, keep), best=False)
+            self.best = _manager(self.root / "best", 1, best=True)
+        except OSError as e:
+            raise CheckpointError(f"cannot open the checkpoint folder {self.root} ({_short(e)}); "
+                                  "check the disk and the permissions of --workdir") from None
 
     def save(self, step: int, state: Any, valid_bound: float | None = None) -> None:
+        """Writes ``state`` as ``step`` (and as the best one when ``valid_bound`` is given).
+
+        Raises CheckpointError (disk full, unwritable folder, ...); the previous checkpoints stay intact.
+        """
         state = jax.device_get(state)
-        self.latest.save(step, args=ocp.args.StandardSave(state), force=True)
-        self.latest.wait_until_finished()
+        previous = self.latest.latest_step()
+        todo = [(self.latest, {})]
         if valid_bound is not None:
-            self.best.save(step, args=ocp.args.StandardSave(state), metrics={"valid_bound": valid_bound},
-                           force=True)
-            self.best.wait_until_finished()
+            todo.append((self.best, {"metrics": {"valid_bound": float(valid_bound)}}))
+        for mngr, extra in todo:
+            try:
+                if step in mngr.all_steps():  # recomputed after a fallback past a corrupt step
+                    mngr.delete(step)
+                mngr.save(step, args=ocp.args.StandardSave(state), force=True, **extra)
+                mngr.wait_until_finished()
+            except Exception as e:
+                last = (f"the last completed checkpoint is step {previous} in {self.latest.directory}"
+                        if previous is not None else "no checkpoint was completed before")
+                raise CheckpointError(
+                    f"could not write the checkpoint of step {step} to {mngr.directory} ({_short(e)}); "
+                    f"{last}. Free disk space or fix the folder, then run the same command again to "
+                    "resume") from None
 
     def restore_latest(self, template: Any) -> tuple[Any, int] | tuple[None, None]:
-        """The newest state that restores; (None, None) when there is none."""
-        return self._restore(self.latest, template, sorted(self.latest.all_steps(), reverse=True))
+        """The newest state that restores; (None, None) when there is no checkpoint at all.
+
+        Steps that fail to restore are moved to ``checkpoints/corrupt/`` (with a warning) once an older
+        step restored; if none restores, CheckpointError.
+        """
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        if not steps:
+            return None, None
+        failed = []
+        for step in steps:
+            try:
+                restored = self._restore_step(self.latest, template, step)
+            except _ShapeMismatch:
+                self.close()
+                raise
+            except Exception as e:  # a corrupt or partial step: fall back to the one before
+                _quiet_closed_loop_noise()
+                failed.append((step, e))
+                log.warning("checkpoint step %d in %s does not restore (%s); trying the previous one",
+                            step, self.latest.directory, _short(e))
+                continue
+            for bad, _ in failed:
+                self._quarantine(self.latest, bad)
+            return restored, step
+        step, e = failed[0]
+        self.close()
+        raise CheckpointError(
+            f"no checkpoint in {self.latest.directory} restores (steps {', '.join(str(s) for s, _ in failed)}; "
+            f"newest: {_short(e)}). If the model or its config changed, use a new --workdir; to start "
+            f"this run over, delete {self.root}")
 
     def restore_best(self, template: Any) -> tuple[Any, int] | tuple[None, None]:
         step = self.best.best_step()
-        return self._restore(self.best, template, [step] if step is not None else [])
+        if step is None:
+            return None, None
+        try:
+            return self._restore_step(self.best, template, step), step
+        except Exception as e:
+            log.warning("best checkpoint step %d in %s does not restore (%s)", step, self.best.directory,
+                        _short(e))
+            return None, None
 
     @staticmethod
-    def _restore(mngr: ocp.CheckpointManager, template: Any, steps: list[int]):
+    def _restore_step(mngr: ocp.CheckpointManager, template: Any, step: int):
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-        for step in steps:
-            try:
-                return mngr.restore(step, args=ocp.args.StandardRestore(abstract)), step
-            except Exception as e:  # a corrupt or partial step: fall back to the one before
-                log.warning("checkpoint step %d in %s does not restore (%s: %s); trying the previous one",
-                            step, mngr.directory, type(e).__name__, str(e).splitlines()[0][:200])
-        return None, None
+        restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        # orbax restores the saved shapes even when the template asks for others: a changed model
+        # (resumed with --allow_config_change) must not pass for a checkpoint of this one.
+        want = jax.tree_util.tree_flatten_with_path(abstract)[0]
+        got = jax.tree_util.tree_leaves(restored)
+        for (path, a), b in zip(want, got):
+            if tuple(a.shape) != tuple(b.shape):
+                raise _ShapeMismatch(
+                    f"checkpoint step {step} in {mngr.directory} holds {jax.tree_util.keystr(path)} of shape "
+                    f"{tuple(b.shape)} but this config's model needs {tuple(a.shape)}: the model changed since "
+                    "it was written; use a new --workdir")
+        return restored
+
+    def _quarantine(self, mngr: ocp.CheckpointManager, step: int) -> None:
+        """Moves a step that does not restore out of orbax's view, into checkpoints/corrupt/."""
+        src = Path(str(mngr.directory)) / str(step)
+        dst = self.root / "corrupt" / f"{src.parent.name}_{step}_{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), str(dst))
+            log.warning("moved the unrestorable checkpoint step %d to %s", step, dst)
+        except OSError as e:
+            log.warning("could not move the unrestorable checkpoint step %d aside (%s)", step, _short(e))
+        mngr.reload()
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        for mngr in (getattr(self, "latest", None), getattr(self, "best", None)):
+            if mngr is not None:
+                try:
+                    mngr.close()
+                except Exception:  # closing must never hide the error that led here
+                    pass
+
+
+def _quiet_closed_loop_noise() -> None:
+    """After a failed restore, reads still in flight in tensorstore complete on orbax's already-closed
+    asyncio loop; Python reports each as an unraisable ``RuntimeError('Event loop is closed')`` with a
+    traceback on stderr. They are harmless (the failure was already reported as one warning line), so
+    this hook drops exactly those and passes everything else on."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxvae_quiet", False):
+        return
+
+    def hook(unraisable):
+        frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+        if (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+                and any("asyncio" in f.filename for f in frames)):
+            return
+        previous(unraisable)
+
+    hook._jaxvae_quiet = True
+    sys.unraisablehook = hook
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"

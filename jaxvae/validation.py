@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import math
+import re
 
 import ml_collections
 
@@ -18,7 +20,7 @@ CHOICES = {
     "train.schedule": ("constant", "iwae"),
     "train.nan_policy": ("stop", "skip"),
 }
-DATASETS = ("digits", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
+DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {
@@ -31,8 +33,11 @@ MINIMUM = {
     "train.keep_checkpoints": (1, False), "train.eval_every_epochs": (0, False),
     "train.checkpoint_every_epochs": (0, False), "eval.max_examples": (0, False),
     "eval.valid_examples": (0, False), "eval.surgery_samples": (1, False), "data.valid_size": (0, False),
-    "train.adam_eps": (0, True),
+    "train.adam_eps": (0, True), "train.adam_b1": (0, False), "train.adam_b2": (0, False),
+    "parallel.num_devices": (0, False), "parallel.num_processes": (1, False), "parallel.process_id": (0, False),
 }
+# field -> (highest allowed, exclusive?)
+MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True)}
 
 
 class ConfigError(ValueError):
@@ -81,10 +86,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             continue
         if field in CHOICES and value not in CHOICES[field]:
             problems.append(f"{field}={value!r} is not one of {', '.join(CHOICES[field])}")
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{field}={value!r} must be a finite number")
+            continue
         if field in MINIMUM:
             low, exclusive = MINIMUM[field]
             if value < low or (exclusive and value == low):
                 problems.append(f"{field}={value!r} must be {'>' if exclusive else '>='} {low}")
+        if field in MAXIMUM:
+            high, exclusive = MAXIMUM[field]
+            if value > high or (exclusive and value == high):
+                problems.append(f"{field}={value!r} must be {'<' if exclusive else '<='} {high}")
     name = given.get("data.name", "")
     if isinstance(name, str) and not (name in DATASETS[:-1] or (name.startswith("tfds:") and len(name) > 5)):
         problems.append(f"data.name={name!r} is not one of {', '.join(DATASETS)}")
@@ -100,4 +112,113 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         problems.append(f"objective.name={obj!r} needs a Gaussian posterior; set model.flow='none' "
                         "or use objective.name='elbo' or 'iwae' with flows")
     if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        raise ConfigError(_invalid(problems))
+
+
+def _invalid(problems: list[str]) -> str:
+    """One problem: one line. Several: a header line and one indented line each."""
+    if len(problems) == 1:
+        return f"invalid config: {problems[0]}"
+    return "invalid config:\n  " + "\n  ".join(problems)
+
+
+def known_fields() -> dict:
+    """Every config field (dotted path) with its default value."""
+    return _flatten(base_config())
+
+
+def _unknown_field_message(field: str, known) -> str:
+    guess = difflib.get_close_matches(field, list(known), n=1)
+    if not guess:  # a misspelt last part under a known section: compare within the section
+        section, _, leaf = field.rpartition(".")
+        inside = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == section]
+        close = difflib.get_close_matches(leaf, inside, n=1)
+        guess = [f"{section}.{close[0]}"] if close else []
+    hint = f"; did you mean {guess[0]!r}?" if guess else "; see jaxvae/configs.py for every field"
+    return f"unknown config field {field!r}{hint}"
+
+
+def override(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with dotted-path ``overrides`` applied as given (no type coercion), for
+    ``validate_config`` to judge; ConfigError for a field that does not exist."""
+    known = known_fields()
+    tree = config.to_dict()
+    for field, value in overrides.items():
+        if field not in known:
+            raise ConfigError(_invalid([_unknown_field_message(field, known)]))
+        node = tree
+        *parents, leaf = field.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return ml_collections.ConfigDict(tree)
+
+
+def describe_flag_error(exc: BaseException, argv) -> str:
+    """One line for a command-line error that absl/config_flags raised while parsing ``argv``:
+    an unknown ``--config.x`` field (with a did-you-mean), a value of the wrong type, a bad config file."""
+    known = known_fields()
+    text = str(exc).strip()
+    for arg in argv[1:]:
+        if arg.startswith("--config.") and "=" in arg:
+            field = arg[len("--config."):].partition("=")[0]
+            if field not in known:
+                return _unknown_field_message(field, known)
+    m = re.search(r"--config\.([\w.]+)=(.*?): (.*)", text)
+    if m and m.group(1) in known:
+        field, value, reason = m.group(1), m.group(2), m.group(3).splitlines()[0]
+        default = known[field]
+        kind = "a list like (1, 5, 50)" if isinstance(default, tuple) else f"{type(default).__name__} (like {default!r})"
+        if field in CHOICES:
+            kind += f", one of {', '.join(CHOICES[field])}"
+        return f"--config.{field}={value}: expected {kind} ({reason})"
+    if "config file" in text.lower() or "error whilst parsing config" in text.lower():
+        lines = [line for line in text.splitlines() if line.strip()]
+        return f"cannot load the --config file: {lines[-1].strip() if lines else text}"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first.replace("FATAL Flags parsing error: ", "")
+
+
+def check_data(config: ml_collections.ConfigDict, dataset) -> list[str]:
+    """Checks the loaded data against the model before any compute.
+
+    Raises DataError for data the run cannot use: splits of the wrong shape or an image size that does
+    not match, non-finite values, an empty split, values outside [0, 1] for a Bernoulli decoder.
+    Returns warnings (one line each): grey levels in [0, 1] with a Bernoulli decoder and
+    data.binarize='none' are used as they are (the documented "soft targets" convention); the line
+    suggests data.binarize='dynamic'.
+    """
+    import numpy as np
+
+    from jaxvae.data import DataError
+
+    name = config.data.name
+    width = int(np.prod(dataset.image_shape))
+    splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
+    for split, x in splits.items():
+        if x.ndim != 2 or x.shape[1] != width:
+            raise DataError(f"data.name={name!r}: the {split} split has shape {x.shape}; expected "
+                            f"(N, {width}) for images of shape {tuple(dataset.image_shape)}")
+        if x.size and not np.all(np.isfinite(x)):
+            raise DataError(f"data.name={name!r}: the {split} split holds NaN or infinite values")
+    for split in ("train", "test"):
+        if not len(splits[split]):
+            raise DataError(f"data.name={name!r}: the {split} split is empty")
+    if not len(dataset.valid) and config.train.eval_every_epochs:
+        raise DataError(f"data.name={name!r} has no validation examples; set data.valid_size > 0 or "
+                        "train.eval_every_epochs=0")
+    warnings = []
+    if config.model.likelihood == "bernoulli":
+        lo = min(float(x.min()) for x in splits.values() if x.size)
+        hi = max(float(x.max()) for x in splits.values() if x.size)
+        if lo < 0 or hi > 1:
+            raise DataError(
+                f"data.name={name!r} has values in [{lo:g}, {hi:g}] but model.likelihood='bernoulli' needs "
+                "values in [0, 1]; rescale the data to [0, 1] or use model.likelihood='gaussian'")
+        if not dataset.is_binary and config.data.binarize == "none":
+            warnings.append(
+                f"data.name={name!r} has grey levels in [0, 1] and model.likelihood='bernoulli' with "
+                "data.binarize='none': they are used as soft Bernoulli targets (the bound is then not "
+                "a log-likelihood of binary data); set data.binarize='dynamic' (or 'static') for the "
+                "standard binarized setting")
+    return warnings
