@@ -123,6 +123,7 @@ class Checkpoints:
         steps = sorted(self.latest.all_steps(), reverse=True)
         if not steps:
             return None, None
+        _quiet_closed_loop_noise()  # before the first read: a failing one reports from other threads
         failed = []
         for step in steps:
             try:
@@ -131,7 +132,6 @@ class Checkpoints:
                 self.close()
                 raise
             except Exception as e:  # a corrupt or partial step: fall back to the one before
-                _quiet_closed_loop_noise()
                 failed.append((step, e))
                 log.warning("checkpoint step %d in %s does not restore (%s); trying the previous one",
                             step, self.latest.directory, _short(e))

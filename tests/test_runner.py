@@ -1,0 +1,311 @@
+"""End-to-end tests of ``python -m jaxvae.main``: real (tiny) runs in subprocesses.
+
+Every run shares one persistent JAX compilation cache (``JAX_COMPILATION_CACHE_DIR`` under the session's
+pytest temp dir; ``JAXVAE_TEST_JAX_CACHE`` overrides it), so only the first run of each shape compiles.
+The cache holds the same executables an uncached run would compile, so it does not change any number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = "experiments/quickstart.py"
+IWAE_MNIST = "experiments/iwae_mnist.py"
+
+# quickstart on the embedded digits (1397 train examples, batch 50: 27 steps an epoch) with a tiny
+# evaluation. Every quickstart run here shares these settings (they fix the compiled shapes), so later
+# runs reuse the first one's compiled programs from the cache.
+SMALL = ["--config.train.steps_per_dispatch=2", "--config.eval.ks=(1,5,50)", "--config.eval.max_examples=100",
+         "--config.eval.valid_k=5", "--config.eval.valid_examples=100", "--config.train.log_every_steps=2",
+         "--config.train.checkpoint_every_epochs=1"]
+NO_IMAGES = "--config.eval.images=False"
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def run_env(tmp_path_factory) -> dict:
+    env = dict(os.environ)
+    cache = os.environ.get("JAXVAE_TEST_JAX_CACHE") or str(tmp_path_factory.getbasetemp() / "jax_cache")
+    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    env.pop("JAXVAE_TEST_SLOW_SAVE_S", None)
+    return env
+
+
+def cmd(workdir, *overrides, config=QUICKSTART) -> list[str]:
+    return [sys.executable, "-m", "jaxvae.main", f"--config={config}", f"--workdir={workdir}", *overrides]
+
+
+def run_main(env, workdir, *overrides, config=QUICKSTART, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd(workdir, *overrides, config=config), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_main(env, workdir, *overrides, extra_env=None) -> tuple[subprocess.Popen, Path, Path]:
+    """Starts a run in the background; stdout/stderr go to files (no pipe to fill up)."""
+    workdir = Path(workdir)
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    n = len(list(workdir.parent.glob(f"{workdir.name}.launch*.out")))
+    out, err = (workdir.parent / f"{workdir.name}.launch{n}.{s}" for s in ("out", "err"))
+    with out.open("w") as fo, err.open("w") as fe:
+        proc = subprocess.Popen(cmd(workdir, *overrides), cwd=ROOT, env={**env, **(extra_env or {})},
+                                stdout=fo, stderr=fe, text=True)
+    return proc, out, err
+
+
+def status(workdir) -> dict:
+    try:
+        return json.loads((Path(workdir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 240.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run exited (code {proc.returncode}) before {what}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def results(workdir) -> dict:
+    return json.loads((Path(workdir) / "results.json").read_text())
+
+
+def check_ok(p: subprocess.CompletedProcess) -> None:
+    assert p.returncode == 0, f"exit code {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}"
+    assert "Traceback" not in p.stderr, p.stderr
+
+
+def step_dirs(workdir, which="latest") -> list[int]:
+    d = Path(workdir) / "checkpoints" / which
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def load_checkpoint(workdir, step: int, which="latest"):
+    """The raw saved tree of a step (no template): dicts of numpy arrays."""
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    try:
+        return ckptr.restore((Path(workdir) / "checkpoints" / which / str(step) / "default").absolute())
+    finally:
+        ckptr.close()
+
+
+def assert_trees_equal(a, b) -> None:
+    import jax
+
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    assert ta == tb
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def train_records(workdir) -> dict[int, dict]:
+    out = {}
+    for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["split"] == "train":
+            out[r["step"]] = {k: v for k, v in r.items() if k != "examples_per_s"}
+    return out
+
+
+# -- a short quickstart run: results, checkpoints, metrics, TensorBoard, pictures, overrides ----------
+@pytest.fixture(scope="module")
+def quickstart_run(run_env, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("quickstart") / "run"
+    p = run_main(run_env, workdir, *SMALL, "--config.train.num_epochs=2", "--config.seed=3",
+                 "--config.train.eval_every_epochs=1", "--config.name=overridden", "--config.eval.images=True")
+    return workdir, p
+
+
+def test_quickstart_results_in_order(quickstart_run):
+    workdir, p = quickstart_run
+    check_ok(p)
+    r = results(workdir)
+    t = r["test"]
+    assert t["num_examples"] == 100
+    bounds = [t["elbo"], t["iwae"]["1"], t["iwae"]["5"], t["iwae"]["50"]]
+    assert all(math.isfinite(b) for b in bounds), bounds
+    assert all(b < 0 for b in bounds), bounds  # log-probabilities of binarized 8x8 digits
+    # E[IWAE_K] increases with K. Each is a mean over 100 examples of a Monte Carlo estimate whose
+    # per-example spread is a few nats, so the standard error of each mean is ~0.3 nats: 1 nat of slack.
+    assert t["iwae"]["50"] >= t["iwae"]["5"] - 1.0
+    assert t["iwae"]["5"] >= t["iwae"]["1"] - 1.0
+    assert t["iwae"]["50"] >= t["elbo"] - 1.0
+    assert t["iwae"]["50"] > t["elbo"]  # the gap is ~1 nat after training; noise does not close it
+    assert t["nll"] == pytest.approx(-t["iwae"]["50"]) and t["nll_k"] == 50
+    assert r["train"]["steps"] == 54 and r["train"]["skipped_updates"] == 0
+    assert r["valid"] and math.isfinite(r["valid"]["iwae"]["5"])
+    assert status(workdir)["status"] == "finished"
+    assert "test IWAE_50" in p.stdout  # the final table
+
+
+def test_quickstart_writes_checkpoints_metrics_tensorboard(quickstart_run):
+    workdir, p = quickstart_run
+    check_ok(p)
+    assert step_dirs(workdir, "latest") == [27, 54]
+    assert len(step_dirs(workdir, "best")) == 1
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "valid"}
+    assert [r["step"] for r in records if r["split"] == "valid"] == [27, 54]
+    assert all(math.isfinite(r["loss"]) for r in records if r["split"] == "train")
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((workdir / "config.json").read_text())["seed"] == 3
+
+
+def test_quickstart_writes_pictures(quickstart_run):
+    workdir, p = quickstart_run
+    if "jaxvae.pictures" in p.stderr and ("ModuleNotFoundError" in p.stderr or "ImportError" in p.stderr):
+        pytest.skip("jaxvae/pictures.py is not available yet (eval.images=True needs it)")
+    check_ok(p)
+    pictures = results(workdir)["pictures"]
+    assert "samples.png" in pictures
+    for name in pictures:
+        data = (workdir / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_command_line_overrides_take_effect(quickstart_run):
+    workdir, p = quickstart_run
+    check_ok(p)
+    c = results(workdir)["config"]
+    assert c["seed"] == 3 and c["name"] == "overridden" and c["train"]["num_epochs"] == 2
+    assert c["train"]["steps_per_dispatch"] == 2 and list(c["eval"]["ks"]) == [1, 5, 50]
+    assert c["eval"]["max_examples"] == 100 and c["eval"]["valid_k"] == 5
+    assert c["objective"]["name"] == "iwae" and c["objective"]["k"] == 5  # from quickstart.py
+    assert c["train"]["learning_rate"] == 3e-3  # quickstart.py's value, not the base config's
+    r = results(workdir)
+    assert r["name"] == "overridden" and r["summary"]["seed"] == 3 and r["summary"]["dataset"] == "digits"
+
+
+# -- a tiny binarized MNIST from files the test writes ------------------------------------------------
+def write_binarized_mnist_npz(folder: Path, n=(300, 100, 100), seed=0) -> Path:
+    """Random-but-structured binary 28x28 images: 6 random prototypes, each pixel flipped with p=0.05."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((6, 784)) < 0.3
+    arrays = {}
+    for split, size in zip(("train", "valid", "test"), n):
+        base = prototypes[rng.integers(0, 6, size)]
+        arrays[split] = (base ^ (rng.random((size, 784)) < 0.05)).astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "binarized_mnist.npz", **arrays)
+    return folder
+
+
+def test_tiny_binarized_mnist_from_files(run_env, tmp_path):
+    manual = write_binarized_mnist_npz(tmp_path / "manual")
+    workdir = tmp_path / "run"
+    # iwae schedule with budget 0.001: 3^i * 0.001 passes of 15 steps (batch 20), at least 1 step each:
+    # 1+1+1+1+1+4+11+33 = 53 steps.
+    p = run_main(run_env, workdir, f"--config.data.manual_dir={manual}", "--config.data.download=False",
+                 f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.train.budget=0.001",
+                 "--config.objective.k=5", "--config.eval.ks=(1,5)", "--config.eval.valid_k=5",
+                 "--config.eval.images=False", "--config.train.eval_every_epochs=0",
+                 "--config.model.encoder_hidden=(64,)",
+                 "--config.model.decoder_hidden=(64,)", "--config.model.latent_dim=8", config=IWAE_MNIST)
+    check_ok(p)
+    r = results(workdir)
+    assert r["summary"]["dataset"] == "binarized_mnist" and r["config"]["train"]["schedule"] == "iwae"
+    t = r["test"]
+    assert t["num_examples"] == 100
+    assert all(math.isfinite(v) for v in (t["elbo"], t["iwae"]["1"], t["iwae"]["5"]))
+    assert t["iwae"]["5"] >= t["elbo"] - 2.0  # 784 binary pixels: a few nats of Monte Carlo noise
+    # better than coin flips (784 log 2 = 543 nats): the model learned the pixel statistics at least
+    assert t["elbo"] > -784 * math.log(2)
+    assert r["train"]["steps"] == 53
+
+
+# -- resume equals uninterrupted ---------------------------------------------------------------------
+RESUME = [*SMALL, "--config.train.num_epochs=3", "--config.train.eval_every_epochs=2", NO_IMAGES]
+
+
+@pytest.fixture(scope="session")
+def resume_reference(run_env, tmp_path_factory) -> Path:
+    """The uninterrupted RESUME run; tests/test_reliability.py reuses it (same session temp dir)."""
+    ref = tmp_path_factory.getbasetemp() / "resume_reference"
+    if not (ref / "results.json").exists():
+        shutil.rmtree(ref, ignore_errors=True)
+        check_ok(run_main(run_env, ref, *RESUME))
+    return ref
+
+
+def test_resume_after_sigterm_equals_uninterrupted(run_env, resume_reference, tmp_path):
+    ref = resume_reference
+    work = tmp_path / "interrupted"
+    # Slow checkpoint commits (a test hook, see jaxvae/checkpoints.py) keep the run busy long enough
+    # for the signal to land mid-training.
+    proc, out, err = start_main(run_env, work, *RESUME, extra_env={"JAXVAE_TEST_SLOW_SAVE_S": "1"})
+    wait_for(lambda: status(work).get("step", 0) > 0, proc, "the first dispatch")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 3, err.read_text()
+    stderr = err.read_text()
+    assert "Traceback" not in stderr and "preempted" in stderr
+    st = status(work)
+    assert st["status"] == "preempted" and 0 < st["step"] < 81
+    assert step_dirs(work)[-1] == st["step"]  # the checkpoint saved at the dispatch boundary
+
+    p = run_main(run_env, work, *RESUME)
+    check_ok(p)
+    assert f"resuming from checkpoint at step {st['step']}" in p.stdout
+    a, b = results(ref), results(work)
+    assert a["config"] == b["config"]
+    assert a["test"] == b["test"] and a["valid"] == b["valid"]
+    assert a["train"]["steps"] == b["train"]["steps"] == 81
+    assert_trees_equal(load_checkpoint(ref, 81), load_checkpoint(work, 81))
+    assert train_records(ref) == train_records(work)  # the curves too, resumed part included
+
+
+# -- config changes, NaN stop and skip ----------------------------------------------------------------
+def test_config_change_refused_nan_stop_and_skip(run_env, tmp_path):
+    work = tmp_path / "run"
+    base = [*SMALL, "--config.train.num_epochs=1", NO_IMAGES]
+    check_ok(run_main(run_env, work, *base))
+    assert step_dirs(work) == [27]
+
+    # A different config is refused before any compute (nothing in the workdir changes).
+    nan = [*SMALL, "--config.train.num_epochs=2", "--config.train.learning_rate=1e30", NO_IMAGES]
+    p = run_main(run_env, work, *nan)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "different config" in p.stderr and "train.learning_rate" in p.stderr
+    assert "--allow_config_change" in p.stderr
+    assert status(work)["status"] == "finished" and step_dirs(work) == [27]
+
+    # Allowed: it resumes at step 27; the huge learning rate makes step 28's loss non-finite.
+    p = run_main(run_env, work, *nan, "--allow_config_change")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    assert "resuming from checkpoint at step 27" in p.stdout
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, p.stderr
+    assert "non-finite loss at step 28" in errors[0]
+    assert "last good checkpoint is step 27" in errors[0]
+    st = status(work)
+    assert st["status"] == "failed" and "step 28" in st["message"]
+    assert step_dirs(work) == [27]  # nothing non-finite was saved
+
+    # With nan_policy=skip the same run finishes, counting the skipped updates.
+    p = run_main(run_env, work, *nan, "--config.train.nan_policy=skip", "--allow_config_change",
+                 "--config.train.steps_per_dispatch=0")  # one 27-step dispatch: one program to compile
+    check_ok(p)
+    r = results(work)
+    assert r["train"]["skipped_updates"] > 0 and r["train"]["steps"] == 54
+    assert r["config"]["train"]["nan_policy"] == "skip" and r["config"]["train"]["steps_per_dispatch"] == 0
