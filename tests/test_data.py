@@ -299,7 +299,7 @@ def test_images_labels_count_mismatch(tmp_path):
 
 
 def test_unknown_names_and_options(tmp_path):
-    with pytest.raises(DataError, match="unknown dataset 'cifar'; valid names: digits, binarized_mnist, mnist, "
+    with pytest.raises(DataError, match="unknown dataset 'cifar'; valid names: digits, toy_3x3, binarized_mnist, mnist, "
                                         "fashion_mnist, tfds:<name>"):
         D.load_dataset("cifar", data_dir=tmp_path)
     with pytest.raises(DataError, match="tfds:no_such_dataset_xyz: no such TFDS dataset"):
@@ -307,7 +307,7 @@ def test_unknown_names_and_options(tmp_path):
     with pytest.raises(DataError, match="binarize='sometimes': expected one of none, static, dynamic"):
         D.load_dataset("digits", binarize="sometimes")
     assert issubclass(DataError, ValueError)
-    assert set(D.DATASET_NAMES[1:-1]) == set(builders.BUILDERS)
+    assert set(D.DATASET_NAMES[2:-1]) == set(builders.BUILDERS)  # after digits, toy_3x3
 
 
 # ---------------------------------------------------------------- tfds:<name>
@@ -479,3 +479,16 @@ def test_iterate_host_batches():
     assert e0 != run(seed=0, epoch=1) and e0 != run(seed=1, epoch=0)
     full = run(seed=0, epoch=0, drop_remainder=False)
     assert [len(b) for b in full] == [5, 5, 5, 5, 3] and sorted(sum(full, [])) == list(range(23))
+
+
+def test_toy_3x3_is_generated_with_labels():
+    ds = D.load_dataset("toy_3x3")
+    assert ds.image_shape == (3, 3, 1)
+    for x, y in ((ds.train, ds.train_labels), (ds.valid, ds.valid_labels), (ds.test, ds.test_labels)):
+        assert x.shape == (128, 9) and x.dtype == np.float32 and y.shape == (128,)
+        assert 0.0 <= x.min() and x.max() <= 1.0
+        # Each image is its pattern (ink 0.9, background 0.1) plus N(0, 0.05^2) noise: the pattern's
+        # pixels are the 3 brightest of every image (noise of 0.8 would be a 16-sigma event).
+        bright = np.sort(np.argsort(x, axis=1)[:, -3:], axis=1)
+        assert len({tuple(b) for b in bright}) == 8
+    assert not np.array_equal(ds.train, ds.test)  # different seeds per split
