@@ -113,8 +113,10 @@ def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.Gra
     loss_fn = make_loss_fn(model, config.objective.name, num_samples=config.objective.k,
                            analytic_kl=config.objective.analytic_kl)
     dynamic = config.data.binarize == "dynamic"
+    stop_on_bad = config.train.nan_policy == "stop"
 
-    def train_step(state: TrainState, x: jax.Array, key: jax.Array, hp: dict | None = None):
+    def train_step(state: TrainState, x: jax.Array, key: jax.Array, hp: dict | None = None,
+                   allow=True):
         k_bin, k_obj = jax.random.split(key)
         if dynamic:
             x = binarize_batch(k_bin, x)
@@ -124,16 +126,18 @@ def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.Gra
         checks = [jnp.isfinite(loss)] + [_all_finite(grads.get(n, {})) for n in ("encoder", "decoder", "flow")]
         ok = jnp.all(jnp.stack(checks))
         bad_term = jnp.argmin(jnp.stack(checks))  # first False
-        updates, new_opt = opt.update(grads, state.opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-        state = TrainState(
-            state.step + 1,
-            keep(new_params, state.params),
-            keep(new_opt, state.opt_state),
-            state.key,
-            state.skipped + jnp.where(ok, 0, 1).astype(jnp.int32),
-        )
+        def update(_):
+            updates, new_opt = opt.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), new_opt
+
+        # lax.cond, not a select over every parameter: the skip costs nothing when the step is fine.
+        new_params, new_opt = jax.lax.cond(ok & allow, update, lambda _: (state.params, state.opt_state),
+                                           None)
+        # Under nan_policy=stop a bad step leaves the whole state as it was (the run stops there).
+        advance = allow & (ok | (not stop_on_bad))
+        skipped = allow & ~ok & (not stop_on_bad)
+        state = TrainState(state.step + advance.astype(jnp.int32), new_params, new_opt, state.key,
+                           state.skipped + skipped.astype(jnp.int32))
         metrics = {"loss": loss, "beta": beta, **metrics}
         return state, metrics, ok, bad_term
 
@@ -167,13 +171,12 @@ def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_
             state, bad_step, bad_term = carry
             idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * batch_size, batch_size)
             x = shard_batch(jnp.take(x_train, idx, axis=0), mesh)
-            new_state, metrics, ok, term = train_step(state, x, jax.random.fold_in(step_key, state.step), hp)
+            allow = (bad_step < 0) if stop_on_bad else True  # after a bad step, stop: freeze
+            new_state, metrics, ok, term = train_step(state, x, jax.random.fold_in(step_key, state.step), hp,
+                                                      allow)
             first_bad = (bad_step < 0) & ~ok
             bad_term = jnp.where(first_bad, term, bad_term)
             bad_step = jnp.where(first_bad, state.step, bad_step)
-            if stop_on_bad:
-                frozen = bad_step >= 0
-                new_state = jax.tree_util.tree_map(lambda a, b: jnp.where(frozen, b, a), new_state, state)
             return (new_state, bad_step, bad_term), (metrics, ok)
 
         init = (state, jnp.int32(-1), jnp.int32(0))
