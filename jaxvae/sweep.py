@@ -989,7 +989,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _vectorize_setting(args, runner: str) -> int | None:
     """The group-size cap: --no-vectorize -> None; --vectorize N -> N; default DEFAULT_VECTORIZE for local
-    runs with the default runner (not with --slurm/--tpu-hosts or a custom runner module)."""
+    runs with the default runner on a GPU/TPU host (not on CPU, not with --slurm/--tpu-hosts or a custom
+    runner module)."""
     if args.no_vectorize:
         return None
     if args.slurm or args.tpu_hosts:
@@ -999,7 +1000,16 @@ def _vectorize_setting(args, runner: str) -> int | None:
         return None
     if args.vectorize is not None:
         return args.vectorize if args.vectorize > 1 else None
-    return DEFAULT_VECTORIZE if runner == DEFAULT_RUNNER else None
+    # Default on accelerators only: on a CPU one run of these models already keeps the cores busy, and the
+    # vmapped program measured slower than sequential runs (docs/vectorized.md).
+    return DEFAULT_VECTORIZE if runner == DEFAULT_RUNNER and has_accelerator() else None
+
+
+def has_accelerator() -> bool:
+    """A GPU (CUDA_VISIBLE_DEVICES / nvidia-smi) or a TPU (/dev/accel*, /dev/vfio) on this host."""
+    import glob
+
+    return bool(visible_gpus() or glob.glob("/dev/accel*") or os.environ.get("TPU_NAME"))
 
 
 def _config_defaults(experiment: str) -> dict | None:

@@ -189,9 +189,13 @@ def test_launcher_groups_seed_sweeps_and_separates_shape_changing_ones(tmp_path,
         ov = json.loads(l.split("--overrides=")[1].split()[0].strip("'"))
         assert len({o["objective.k"] for o in ov}) == 1
     assert "vectorized x4" in err and "plan: 12 run(s) in 4 process(es)" in err
-    # default (no flag): vectorized in groups of up to DEFAULT_VECTORIZE; --no-vectorize: one per run
+    # default (no flag): on an accelerator host, groups of up to DEFAULT_VECTORIZE; on CPU, one per run
+    monkeypatch.setattr(sweep, "has_accelerator", lambda: True)
     assert sweep.main(["experiments/s.py", "--dry-run"]) == 0
     assert [l.count("--workdir=") for l in capsys.readouterr().out.splitlines()] == [6, 6]
+    monkeypatch.setattr(sweep, "has_accelerator", lambda: False)
+    assert sweep.main(["experiments/s.py", "--dry-run"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 12
     assert sweep.main(["experiments/s.py", "--dry-run", "--no-vectorize"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 12 and all(" -m jaxvae.main " in l for l in out)
@@ -252,7 +256,8 @@ def test_launch_sh_trains_a_group_and_reports_each_member(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable)
     env.pop("JAXVAE_RUN_MODULE", None)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    p = subprocess.run([str(REPO / "launch.sh"), "experiments/tv.py", "--no-report"], cwd=tmp_path, env=env,
+    p = subprocess.run([str(REPO / "launch.sh"), "experiments/tv.py", "--no-report", "--vectorize", "16"],
+                       cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
     out = p.stdout + p.stderr
     assert p.returncode == 1, out[-3000:]
