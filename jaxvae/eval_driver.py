@@ -46,7 +46,7 @@ def _batch_bounds(model: VAE, params: Params, x: jax.Array, key: jax.Array, ks: 
 
 
 def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *, ks=(1, 5, 50, 5000),
-                   batch_size: int = 100, chunk_size: int = 500, surgery_samples: int = 1,
+                   batch_size: int = 100, chunk_size: int = 100, surgery_samples: int = 1,
                    binarize: str = "none", seed: int = 0, surgery: bool = True, mesh=None) -> dict:
     """Bounds averaged over all examples of ``x``; the largest K gives the NLL estimate -IWAE_Kmax.
 
