@@ -44,11 +44,12 @@ class ConfigError(ValueError):
     """An invalid config; the message names the field and the allowed values."""
 
 
-def _flatten(c, prefix=""):
+def flatten(c, prefix="") -> dict:
+    """{dotted path: value} for every leaf of a (nested) ConfigDict or dict."""
     out = {}
     for k, v in c.items():
         if isinstance(v, (ml_collections.ConfigDict, dict)):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -70,8 +71,8 @@ def _type_ok(default, value) -> bool:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError (one line per problem) for unknown fields, wrong types and bad values."""
-    known = _flatten(base_config())
-    given = _flatten(config)
+    known = flatten(base_config())
+    given = flatten(config)
     problems = []
     for field, value in given.items():
         if field not in known:
@@ -124,7 +125,7 @@ def _invalid(problems: list[str]) -> str:
 
 def known_fields() -> dict:
     """Every config field (dotted path) with its default value."""
-    return _flatten(base_config())
+    return flatten(base_config())
 
 
 def _unknown_field_message(field: str, known) -> str:

@@ -56,6 +56,7 @@ from jaxvae import train as train_lib
 from jaxvae.checkpoints import CheckpointError, Checkpoints
 from jaxvae.metrics import MetricWriter
 from jaxvae.sweep import VECTORIZED_TRACED_FIELDS, is_vectorizable_field
+from jaxvae.validation import flatten
 
 __all__ = ["GroupError", "member_configs", "check_group", "train_group", "main_entry"]
 
@@ -65,16 +66,6 @@ class GroupError(ValueError):
 
 
 # -- configs ----------------------------------------------------------------------------------------
-def _flat(c, prefix="") -> dict:
-    out = {}
-    for k, v in c.items():
-        if isinstance(v, (ml_collections.ConfigDict, dict)):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _tuplify(v):
     return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
 
@@ -92,7 +83,7 @@ def member_configs(config: ml_collections.ConfigDict, overrides: Sequence[dict])
 
 
 def differing_fields(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
-    flats = [_flat(c) for c in configs]
+    flats = [flatten(c) for c in configs]
     keys = sorted(set().union(*flats))
     return [k for k in keys if any(f.get(k) != flats[0].get(k) for f in flats[1:])]
 
