@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from runhelpers import assert_trees_equal, check_ok, load_checkpoint, status, step_dirs, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -71,56 +72,9 @@ def start_main(env, workdir, *overrides, slow_save=None):
     return proc, out, err
 
 
-def status(workdir) -> dict:
-    try:
-        return json.loads((Path(workdir) / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def wait_for(predicate, proc, what: str, timeout: float = 240.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"the run exited (code {proc.returncode}) before {what}")
-        time.sleep(0.01)
-    proc.kill()
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def check_ok(p) -> None:
-    assert p.returncode == 0, f"exit code {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
-    assert "Traceback" not in p.stderr, p.stderr
-
-
-def step_dirs(workdir) -> list[int]:
-    d = Path(workdir) / "checkpoints" / "latest"
-    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
-
-
 def tmp_dirs(workdir) -> list[str]:
     d = Path(workdir) / "checkpoints" / "latest"
     return sorted(p.name for p in d.iterdir() if "orbax-checkpoint-tmp" in p.name) if d.is_dir() else []
-
-
-def load_checkpoint(workdir, step: int):
-    import orbax.checkpoint as ocp
-
-    ckptr = ocp.StandardCheckpointer()
-    try:
-        return ckptr.restore((Path(workdir) / "checkpoints" / "latest" / str(step) / "default").absolute())
-    finally:
-        ckptr.close()
-
-
-def assert_trees_equal(a, b) -> None:
-    la, ta = jax.tree_util.tree_flatten(a)
-    lb, tb = jax.tree_util.tree_flatten(b)
-    assert ta == tb
-    for x, y in zip(la, lb):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _experiment(name: str):
