@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.num_devices = 0  # devices of the data-parallel mesh; 0 = all (every host's, multi-host)
+    c.parallel.member_shards = 0  # vectorized groups: device groups the member axis is split over
+    # (each trains members/member_shards runs, its batch data-parallel over the group's devices);
+    # 0 = gcd(members, devices), i.e. members before batch. Ignored by single runs.
     c.parallel.coordinator_address = ""  # multi-host without SLURM/TPU auto-detection: "host:port"
     c.parallel.num_processes = 1
     c.parallel.process_id = 0

@@ -1,6 +1,10 @@
 """Data parallelism with ``jax.sharding``: one mesh axis "data"; the batch is sharded over it and the
 parameters and optimizer state are replicated. The same code runs on 1 CPU, 8 GPUs or a TPU pod slice.
 
+Vectorized groups (jaxvae.vectorized) use a 2-D mesh ("member", "data"): the stacked runs are split over
+the member axis (each device group trains its own members, no communication but one scalar per step)
+and each member's batch over the data axis.
+
 Multi-host: ``initialize_distributed`` calls ``jax.distributed.initialize()`` when the environment says
 the job spans several processes (SLURM with several tasks, a TPU pod, or explicit coordinator flags);
 afterwards ``jax.devices()`` lists every host's devices and the mesh spans them all.
@@ -8,6 +12,7 @@ afterwards ``jax.devices()`` lists every host's devices and the mesh spans them 
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
@@ -16,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+MEMBER_AXIS = "member"
 
 
 def initialize_distributed(config: ml_collections.ConfigDict) -> bool:
@@ -50,6 +56,38 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def make_group_mesh(num_devices: int, members: int, member_shards: int = 0) -> Mesh:
+    """A ("member", "data") mesh over the first ``num_devices`` devices for a group of ``members`` runs.
+
+    ``member_shards`` device groups along the member axis (0: gcd(members, devices), so small models fill
+    the devices with members first: a member's step needs no gradient all-reduce)."""
+    devices = make_mesh(num_devices).devices.reshape(-1)
+    n = len(devices)
+    if not member_shards:
+        member_shards = math.gcd(members, n) if jax.process_count() == 1 else 1
+    if n % member_shards or members % member_shards:
+        raise ValueError(f"parallel.member_shards={member_shards} must divide both the {members} members of "
+                         f"the group and the {n} devices; use a common divisor (or 0 for automatic)")
+    if member_shards > 1 and jax.process_count() > 1:
+        raise ValueError("parallel.member_shards > 1 is not supported across several processes (hosts) yet; "
+                         "set parallel.member_shards=1 (members are then data-parallel over every host)")
+    return Mesh(devices.reshape(member_shards, n // member_shards), (MEMBER_AXIS, DATA_AXIS))
+
+
+def member_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (member) axis split over the mesh's member axis (replicated over its data axis)."""
+    return NamedSharding(mesh, P(MEMBER_AXIS) if MEMBER_AXIS in mesh.axis_names else P())
+
+
+def member_shards(mesh: Mesh) -> int:
+    return mesh.shape.get(MEMBER_AXIS, 1)
+
+
+def data_size(mesh: Mesh) -> int:
+    """Devices a batch is split over (the data axis)."""
+    return mesh.shape.get(DATA_AXIS, 1)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
@@ -68,19 +106,24 @@ def shard_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
 
 def replicate(tree, mesh: Mesh):
     """Place a pytree of host or device arrays on every device of the mesh (works across hosts)."""
-    sharding = replicated(mesh)
+    return put(tree, replicated(mesh))
 
-    def put(x):
+
+def put(tree, sharding: NamedSharding):
+    """Place a pytree of host or device arrays with ``sharding`` (works across hosts)."""
+
+    def place(x):
         x = np.asarray(x) if not isinstance(x, jax.Array) else x
         if jax.process_count() == 1:
             return jax.device_put(x, sharding)
         host = np.asarray(x)
         return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
-    return jax.tree_util.tree_map(put, tree)
+    return jax.tree_util.tree_map(place, tree)
 
 
 def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
-    if batch_size % mesh.size:
-        raise ValueError(f"{what}={batch_size} is not divisible by the {mesh.size} devices of the mesh; "
-                         f"use a multiple of {mesh.size} or set parallel.num_devices")
+    n = data_size(mesh)
+    if batch_size % n:
+        raise ValueError(f"{what}={batch_size} is not divisible by the {n} devices of the mesh's data axis; "
+                         f"use a multiple of {n} or set parallel.num_devices")

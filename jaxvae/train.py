@@ -101,11 +101,15 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
-                    tx_for: Callable | None = None):
+                    tx_for: Callable | None = None, member_axis: str | None = None):
     """``train_step(state, x, key, hp=None) -> (state, metrics, ok, bad_term)``: one update on a batch x.
 
     With ``hp`` (a dict of traced per-run hyperparameters: learning_rate, beta, kl_warmup_steps; see
     jaxvae.vectorized) the optimizer is ``tx_for(hp)`` and the KL weight ``beta_from(hp, step)``.
+    ``member_axis``: the name of the vmapped member axis when runs are stacked (jaxvae.vectorized): the
+    update is then one unbatched ``lax.cond`` on "every active member's step is fine" (a plain vmapped
+    Adam update) with the per-member select only in the rare other branch; ``hp["active"]`` (bool) marks
+    members whose result will be kept.
 
     A step whose loss or gradient is not finite applies no update (``ok`` False) and reports the
     first offending term; the caller decides whether to stop (nan_policy=stop) or go on (skip).
@@ -130,9 +134,21 @@ def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.Gra
             updates, new_opt = opt.update(grads, state.opt_state, state.params)
             return optax.apply_updates(state.params, updates), new_opt
 
-        # lax.cond, not a select over every parameter: the skip costs nothing when the step is fine.
-        new_params, new_opt = jax.lax.cond(ok & allow, update, lambda _: (state.params, state.opt_state),
-                                           None)
+        keep = (state.params, state.opt_state)
+        good = ok & allow
+        if member_axis is None:
+            # lax.cond, not a select over every parameter: the skip costs nothing when the step is fine.
+            new_params, new_opt = jax.lax.cond(good, update, lambda _: keep, None)
+        else:
+            # Under vmap a per-member predicate would turn lax.cond into selects over every parameter and
+            # optimizer moment (1.7x the Adam update's memory traffic): branch once for the whole group.
+            fine = good | ~jnp.asarray(hp.get("active", True), bool)  # inactive results are discarded
+            all_fine = jax.lax.pmin(fine.astype(jnp.int32), member_axis) > 0
+
+            def masked(_):
+                return jax.tree_util.tree_map(lambda u, v: jnp.where(good, u, v), update(None), keep)
+
+            new_params, new_opt = jax.lax.cond(all_fine, update, masked, None)
         # Under nan_policy=stop a bad step leaves the whole state as it was (the run stops there).
         advance = allow & (ok | (not stop_on_bad))
         skipped = allow & ~ok & (not stop_on_bad)
@@ -145,7 +161,8 @@ def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.Gra
 
 
 def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_epoch: int,
-                   batch_size: int, mesh=None, tx_for: Callable | None = None, jit: bool = True) -> Callable:
+                   batch_size: int, mesh=None, tx_for: Callable | None = None, jit: bool = True,
+                   member_axis: str | None = None) -> Callable:
     """``run_steps(state, x_train, num_steps) -> (state, StepInfo)``, jit-compiled with num_steps static.
 
     The steps must lie within one epoch. The epoch's permutation is computed once per call on device
@@ -154,9 +171,10 @@ def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_
     With a ``mesh``, each batch is split over its data axis (parameters stay replicated): the same
     numbers as on one device, computed data-parallel.
     ``jit=False`` returns the plain ``run_steps(state, x_train, num_steps, hp=None)`` (jaxvae.vectorized
-    vmaps it over runs, with per-run hyperparameters ``hp`` and ``tx_for``, see make_train_step).
+    vmaps it over runs, with per-run hyperparameters ``hp`` and ``tx_for``, and ``member_axis`` the vmap
+    axis name, see make_train_step).
     """
-    train_step = make_train_step(model, config, tx, tx_for)
+    train_step = make_train_step(model, config, tx, tx_for, member_axis)
     stop_on_bad = config.train.nan_policy == "stop"
 
     def run_steps(state: TrainState, x_train: jax.Array, num_steps: int, hp: dict | None = None):

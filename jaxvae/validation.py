@@ -35,6 +35,7 @@ MINIMUM = {
     "eval.valid_examples": (0, False), "eval.surgery_samples": (1, False), "data.valid_size": (0, False),
     "train.adam_eps": (0, True), "train.adam_b1": (0, False), "train.adam_b2": (0, False),
     "parallel.num_devices": (0, False), "parallel.num_processes": (1, False), "parallel.process_id": (0, False),
+    "parallel.member_shards": (0, False),
 }
 # field -> (highest allowed, exclusive?)
 MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True)}
