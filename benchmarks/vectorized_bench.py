@@ -2,28 +2,59 @@
 tanh, Bernoulli decoder, batch 20) trained as one vmapped program (jaxvae.vectorized) or one after another
 (jaxvae.train.make_run_steps, what N separate `jaxvae.main` processes run).
 
-    python benchmarks/vectorized_bench.py --sizes 1,4,8 --steps 500 --objectives elbo,iwae5
+    python benchmarks/vectorized_bench.py --sizes 1,4,8,16,32 --steps 500 --objectives elbo,iwae5
+    python benchmarks/vectorized_bench.py --devices 2 ...   # the member axis split over 2 forced CPU devices
 
 Only training steps are timed (compilation excluded: each program is run once untimed), on random binary
-data (no download). Prints one row per (objective, N) with the steps/s summed over runs, the speedup of
-vectorized over sequential, and runs/hour for a run of --run-steps steps (default: 500 steps; the IWAE
-paper's full schedule would be 3280 passes x 2500 steps = 8.2M steps).
+data (no download), best of --repeats. Prints one row per (objective, N): steps/s summed over runs, the
+speedup of vectorized over sequential, runs/hour for a run of --run-steps steps, and two ceilings measured
+in the same process that bound any vectorized program on this machine:
+
+* compute: N runs' matmul FLOPs at the float32 matmul peak (jitted n x n @ n x n, best of n = 1024, 2048);
+* memory: N runs' Adam update traffic (read parameter, gradient, two moments; write parameter, two
+  moments: 28 bytes per parameter and step) at the streaming bandwidth of a jitted elementwise pass over
+  256 MiB, which is what N stacked runs need once their state no longer fits in the caches
+  (one run's 425k parameters x 16 bytes of state = 6.8 MB does).
+
+``speedup ceiling`` = sequential time / (compute time + memory time), both at their measured peaks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 
-from jaxvae import train as train_lib
-from jaxvae.configs import base_config
-from jaxvae.model import VAE
-from jaxvae.vectorized import _hparams, _stack, make_group_steps
+def _early_devices(argv) -> int:
+    for i, a in enumerate(argv):
+        if a.startswith("--devices="):
+            return int(a.split("=", 1)[1])
+        if a == "--devices" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return 1
+
+
+if _early_devices(sys.argv) > 1:  # must precede the jax import
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={_early_devices(sys.argv)}")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import matmul_peak, train_flops_per_example  # noqa: E402
+
+from jaxvae import parallel  # noqa: E402
+from jaxvae import train as train_lib  # noqa: E402
+from jaxvae.configs import base_config  # noqa: E402
+from jaxvae.model import VAE  # noqa: E402
+from jaxvae.vectorized import _hparams, _stack, make_group_steps  # noqa: E402
+
+ADAM_BYTES_PER_PARAM = 28  # read p, g, m, v; write p, m, v (float32)
 
 
 def config_for(objective: str):
@@ -39,10 +70,26 @@ def config_for(objective: str):
     return c
 
 
-def bench(objective: str, sizes, steps: int, repeats: int, n_train: int):
+def stream_bandwidth(mib: int = 256, reps: int = 5) -> float:
+    """Bytes/s of a jitted elementwise pass (read + write) over ``mib`` MiB."""
+    x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
+    nbytes = x.nbytes
+    f = jax.jit(lambda a: a * 1.0001 + 1.0, donate_argnums=0)  # in place: no page faults of a new buffer
+    x = f(x).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        x = f(x).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * nbytes / best
+
+
+def bench(objective: str, sizes, steps: int, repeats: int, n_train: int, peak: float, bandwidth: float,
+          devices: int):
     c = config_for(objective)
     rng = np.random.default_rng(0)
-    x = jnp.asarray((rng.random((n_train, 784)) < 0.3).astype(np.float32))
+    x_host = (rng.random((n_train, 784)) < 0.3).astype(np.float32)
+    x = jnp.asarray(x_host)
     model = VAE(x_dim=784, latent_dim=50, encoder_hidden=(200, 200), decoder_hidden=(200, 200))
     spe = n_train // c.train.batch_size
     assert steps <= spe, "--steps must fit in one epoch (raise --train-examples)"
@@ -53,6 +100,8 @@ def bench(objective: str, sizes, steps: int, repeats: int, n_train: int):
         return train_lib.make_optimizer(c, train_lib.learning_rate_schedule(c, spe, hp["learning_rate"])[0])
 
     solo = train_lib.make_run_steps(model, c, tx, spe, c.train.batch_size)
+    n_params = sum(a.size for a in jax.tree_util.tree_leaves(train_lib.create_train_state(model, tx, 0).params))
+    step_flops = train_flops_per_example(c.objective.k) * c.train.batch_size
     rows = []
     for n in sizes:
         seeds = list(range(n))
@@ -67,25 +116,33 @@ def bench(objective: str, sizes, steps: int, repeats: int, n_train: int):
                 out, info = solo(jax.tree_util.tree_map(jnp.copy, st), x, steps)
                 jax.block_until_ready(out)
             best_seq = min(best_seq, time.perf_counter() - t)
-        # vectorized: one vmapped program over the n members
-        group = make_group_steps(model, c, tx, tx_for, spe, c.train.batch_size, None, False)
-        configs = [c] * n
-        hp = _hparams(configs)
-        active = jnp.ones((n,), bool)
-        stacked = _stack(states)
-        out, _ = group(jax.tree_util.tree_map(jnp.copy, stacked), x, hp, active, steps)  # compile
+        # vectorized: one vmapped program over the n members (member axis split over the devices)
+        mesh = parallel.make_group_mesh(devices, n, 0) if devices > 1 else None
+        shards = parallel.member_shards(mesh) if mesh is not None else 1
+        group = make_group_steps(model, c, tx, tx_for, spe, c.train.batch_size, mesh, False)
+        put = (lambda t: parallel.put(t, parallel.member_sharded(mesh))) if mesh is not None else (lambda t: t)
+        hp = put(_hparams([c] * n))
+        active = put(jnp.ones((n,), bool))
+        stacked = put(_stack(states))
+        xg = parallel.replicate(x_host, mesh) if mesh is not None else x
+        out, _ = group(jax.tree_util.tree_map(jnp.copy, stacked), xg, hp, active, steps)  # compile
         jax.block_until_ready(out)
         best_vec = float("inf")
         for _ in range(repeats):
             st = jax.tree_util.tree_map(jnp.copy, stacked)
             t = time.perf_counter()
-            out, _ = group(st, x, hp, active, steps)
+            out, _ = group(st, xg, hp, active, steps)
             jax.block_until_ready(out)
             best_vec = min(best_vec, time.perf_counter() - t)
-        row = {"objective": objective, "runs": n, "steps": steps,
+        compute_s = n * steps * step_flops / peak
+        memory_s = n * steps * n_params * ADAM_BYTES_PER_PARAM / bandwidth
+        row = {"objective": objective, "runs": n, "steps": steps, "devices": devices, "member_shards": shards,
                "sequential_s": best_seq, "vectorized_s": best_vec,
                "sequential_steps_per_s": n * steps / best_seq, "vectorized_steps_per_s": n * steps / best_vec,
-               "speedup": best_seq / best_vec}
+               "speedup": best_seq / best_vec,
+               "vectorized_peak_fraction": n * steps * step_flops / best_vec / peak,
+               "compute_ceiling_s": compute_s, "memory_ceiling_s": memory_s,
+               "speedup_ceiling": best_seq / (compute_s + memory_s)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -93,25 +150,32 @@ def bench(objective: str, sizes, steps: int, repeats: int, n_train: int):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="1,4,8")
+    p.add_argument("--sizes", default="1,4,8,16,32")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--repeats", type=int, default=2, help="timed repetitions; the best is kept")
     p.add_argument("--objectives", default="elbo,iwae5")
     p.add_argument("--train-examples", type=int, default=10000)
     p.add_argument("--run-steps", type=float, default=500, help="steps of one 'run' for the runs/hour column")
+    p.add_argument("--devices", type=int, default=1,
+                   help="split the member axis over this many devices (on CPU: forced host devices)")
     a = p.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
     print(f"# devices: {jax.devices()}", flush=True)
+    peak = matmul_peak((1024, 2048), 3)["flop_per_s"]
+    bandwidth = stream_bandwidth()
+    print(f"# matmul peak {peak / 1e9:.1f} GFLOP/s; streaming bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
     rows = []
     for obj in a.objectives.split(","):
-        rows += bench(obj, sizes, a.steps, a.repeats, a.train_examples)
-    print(f"\n| objective | N | sequential steps/s | vectorized steps/s | speedup | runs/h seq | runs/h vec "
-          f"(run = {a.run_steps:g} steps) |")
-    print("|---|---|---|---|---|---|---|")
+        rows += bench(obj, sizes, a.steps, a.repeats, a.train_examples, peak, bandwidth, a.devices)
+    peak2 = matmul_peak((1024, 2048), 3)["flop_per_s"]
+    print(f"# matmul peak again at the end: {peak2 / 1e9:.1f} GFLOP/s", flush=True)
+    print(f"\n| objective | N | sequential steps/s | vectorized steps/s | speedup | vectorized % of peak | "
+          f"speedup ceiling | runs/h seq | runs/h vec (run = {a.run_steps:g} steps) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['objective']} | {r['runs']} | {r['sequential_steps_per_s']:.0f} | "
-              f"{r['vectorized_steps_per_s']:.0f} | {r['speedup']:.2f}x | "
-              f"{3600 * r['sequential_steps_per_s'] / a.run_steps:.0f} | "
+              f"{r['vectorized_steps_per_s']:.0f} | {r['speedup']:.2f}x | {100 * r['vectorized_peak_fraction']:.0f}% | "
+              f"{r['speedup_ceiling']:.2f}x | {3600 * r['sequential_steps_per_s'] / a.run_steps:.0f} | "
               f"{3600 * r['vectorized_steps_per_s'] / a.run_steps:.0f} |")
 
 

@@ -1,11 +1,15 @@
 """Evaluate a trained VAE on every example of a split: ELBO, IWAE_K for several K, active units,
 ELBO surgery. Batches are padded and masked, so each example counts exactly once.
+
+``evaluate_split`` evaluates one parameter set; ``evaluate_members`` evaluates the stacked parameters of a
+vectorized group (``jaxvae.vectorized``) with one ``jax.vmap``-ped program per batch and returns the same
+dicts. Both share the batch program (``_batch_bounds_impl``) and the host-side reduction (``_SplitSums``).
 """
 
 from __future__ import annotations
 
-import functools
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,12 +22,12 @@ from jaxvae.objectives import elbo_terms
 from jaxvae.parallel import replicated, shard_batch
 
 
-def _binarize_eval(x: np.ndarray, binarize: str, seed: int) -> np.ndarray:
+def _binarize_eval(x: np.ndarray, binarize: str, seed: int, dtype=np.float32) -> np.ndarray:
     """Dynamic binarization at test time: one fixed Bernoulli draw of the test set (as in the IWAE code)."""
     if binarize != "dynamic":
         return x
     rng = np.random.default_rng(seed)
-    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+    return (rng.random(x.shape, dtype=np.float32) < x).astype(dtype)
 
 
 def _batch_bounds_impl(model: VAE, params: Params, x: jax.Array, key: jax.Array, ks: tuple[int, ...],
@@ -48,21 +52,91 @@ def _batch_bounds_impl(model: VAE, params: Params, x: jax.Array, key: jax.Array,
 # (1.2x on top of chunk 100, less memory, identical values: benchmarks/README.md). Experimental flag:
 # if this XLA does not know it, the plain jit is used.
 _CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-_STATIC = (0, 4, 5, 6)
-_plain_jit = jax.jit(_batch_bounds_impl, static_argnums=_STATIC)
-_cpu_jit = jax.jit(_batch_bounds_impl, static_argnums=_STATIC, compiler_options=_CPU_OPTIONS)
 _use_cpu_options = [True]
 
 
-def _batch_bounds(*args):
-    if jax.default_backend() == "cpu" and _use_cpu_options[0]:
-        try:
-            return _cpu_jit(*args)
-        except Exception as e:  # an XLA without the option: fall back once, for good
-            if "ynn" not in str(e).lower() and "compile option" not in str(e).lower():
-                raise
-            _use_cpu_options[0] = False
-    return _plain_jit(*args)
+def _cpu_optioned_jit(fn, static_argnums):
+    """``jax.jit(fn)``, compiled with ``_CPU_OPTIONS`` on the CPU backend (plain jit if XLA lacks them)."""
+    plain = jax.jit(fn, static_argnums=static_argnums)
+    cpu = jax.jit(fn, static_argnums=static_argnums, compiler_options=_CPU_OPTIONS)
+
+    def call(*args):
+        if jax.default_backend() == "cpu" and _use_cpu_options[0]:
+            try:
+                return cpu(*args)
+            except Exception as e:  # an XLA without the option: fall back once, for good
+                if "ynn" not in str(e).lower() and "compile option" not in str(e).lower():
+                    raise
+                _use_cpu_options[0] = False
+        return plain(*args)
+
+    return call
+
+
+_batch_bounds = _cpu_optioned_jit(_batch_bounds_impl, (0, 4, 5, 6))
+
+
+def _members_bounds_impl(model: VAE, params: Params, x: jax.Array, keys: jax.Array, ks: tuple[int, ...],
+                         chunk_size: int, mesh, x_axis, b: jax.Array):
+    """``_batch_bounds_impl`` vmapped over members: params and keys (``fold_in(keys[i], b)``) have a leading
+    member axis; x is shared (``x_axis=None``, (B, D)) or per member (``x_axis=1``, (B, members, D))."""
+    batch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, b)
+    return jax.vmap(lambda p, xi, k: _batch_bounds_impl(model, p, xi.astype(jnp.float32), k, ks, chunk_size, mesh),
+                    in_axes=(0, x_axis, 0))(params, x, batch_keys)
+
+
+_members_bounds = _cpu_optioned_jit(_members_bounds_impl, (0, 4, 5, 6, 7))
+_surgery = jax.jit(evaluation.elbo_surgery, static_argnums=(3,))
+
+
+def _eval_batch_size(n: int, batch_size: int, mesh) -> int:
+    batch_size = min(batch_size, n)
+    if mesh is not None and mesh.size > 1:
+        batch_size = -(-batch_size // mesh.size) * mesh.size  # padded examples are masked out
+    return batch_size
+
+
+class _SplitSums:
+    """Host-side reduction of one split's per-batch outputs for one set of parameters (masked sums of the
+    per-example terms, the posterior means), and the final result dict; shared by evaluate_split and
+    evaluate_members."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.mus, self.logvars = [], []
+
+    def add(self, out: dict, m: np.ndarray) -> None:
+        """``out``: one batch's host arrays (as ``_batch_bounds_impl`` returns them); ``m``: its mask."""
+        for name, v in out.items():
+            if name in ("mu", "logvar"):
+                continue
+            self.sums[name] = self.sums.get(name, 0.0) + float(np.sum(np.asarray(v, np.float64)[m]))
+        self.mus.append(np.asarray(out["mu"])[m])
+        self.logvars.append(np.asarray(out["logvar"])[m])
+
+    def result(self, model: VAE, key: jax.Array, ks: tuple[int, ...], surgery: bool, surgery_samples: int,
+               t0: float) -> dict:
+        n = sum(len(mu) for mu in self.mus)
+        mu = np.concatenate(self.mus)
+        logvar = np.concatenate(self.logvars)
+        means = {k: v / n for k, v in self.sums.items()}
+        result = {
+            "elbo": means["elbo"],
+            "reconstruction": means["reconstruction"],
+            "kl": means["kl"],
+            "iwae": {str(k): means[f"iwae_{k}"] for k in ks},
+            "nll": -means[f"iwae_{ks[-1]}"],
+            "nll_k": ks[-1],
+            "active_units": int(evaluation.active_units(jnp.asarray(mu))),
+            "num_examples": n,
+        }
+        if surgery and not model.has_flow:
+            s = _surgery(jnp.asarray(mu), jnp.asarray(logvar), jax.random.fold_in(key, 10**6), surgery_samples)
+            result.update({k: float(v) for k, v in s.items()})
+        else:
+            result.update(mutual_information=None, marginal_kl=None, mean_kl=None)
+        result["seconds"] = time.time() - t0
+        return result
 
 
 def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *, ks=(1, 5, 50, 5000),
@@ -76,40 +150,77 @@ def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *,
     t0 = time.time()
     x = _binarize_eval(np.asarray(x, np.float32), binarize, seed)
     ks = tuple(sorted(set(int(k) for k in ks)))
-    batch_size = min(batch_size, len(x))
-    if mesh is not None and mesh.size > 1:
-        batch_size = -(-batch_size // mesh.size) * mesh.size  # padded examples are masked out
-    batches, mask = eval_batches(x, batch_size)
-    sums: dict[str, float] = {}
-    mus, logvars = [], []
+    batches, mask = eval_batches(x, _eval_batch_size(len(x), batch_size, mesh))
+    acc = _SplitSums()
     for b in range(batches.shape[0]):
         out = _batch_bounds(model, params, batches[b], jax.random.fold_in(key, b), ks, chunk_size, mesh)
-        m = np.asarray(mask[b])
-        for name, v in out.items():
-            if name in ("mu", "logvar"):
-                continue
-            sums[name] = sums.get(name, 0.0) + float(np.sum(np.asarray(v, np.float64)[m]))
-        mus.append(np.asarray(out["mu"])[m])
-        logvars.append(np.asarray(out["logvar"])[m])
-    n = int(np.sum(np.asarray(mask)))
-    mu = np.concatenate(mus)
-    logvar = np.concatenate(logvars)
-    means = {k: v / n for k, v in sums.items()}
-    result = {
-        "elbo": means["elbo"],
-        "reconstruction": means["reconstruction"],
-        "kl": means["kl"],
-        "iwae": {str(k): means[f"iwae_{k}"] for k in ks},
-        "nll": -means[f"iwae_{ks[-1]}"],
-        "nll_k": ks[-1],
-        "active_units": int(evaluation.active_units(jnp.asarray(mu))),
-        "num_examples": n,
-    }
-    if surgery and not model.has_flow:
-        s = jax.jit(evaluation.elbo_surgery, static_argnums=(3,))(
-            jnp.asarray(mu), jnp.asarray(logvar), jax.random.fold_in(key, 10**6), surgery_samples)
-        result.update({k: float(v) for k, v in s.items()})
-    else:
-        result.update(mutual_information=None, marginal_kl=None, mean_kl=None)
-    result["seconds"] = time.time() - t0
-    return result
+        acc.add(jax.device_get(out), np.asarray(mask[b]))
+    return acc.result(model, key, ks, surgery, surgery_samples, t0)
+
+
+# Members evaluated in one vmapped program at most: its intermediates are members x batch x chunk x
+# (hidden or x_dim) floats, so members x batch_size x chunk_size is kept <= 8 x 100 x 100 (the default
+# eval.batch_size and eval.chunk_size give slices of 8 members; ~250 MB of intermediates for 784 pixels).
+MEMBER_BUDGET = 8 * 100 * 100
+
+
+def default_max_members(batch_size: int, chunk_size: int) -> int:
+    return max(1, MEMBER_BUDGET // max(1, batch_size * chunk_size))
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (a.shape == b.shape and np.array_equal(a, b))
+
+
+def evaluate_members(model: VAE, stacked_params: Params, xs, keys: Sequence[jax.Array], seeds: Sequence[int], *,
+                     ks=(1, 5, 50, 5000), batch_size: int = 100, chunk_size: int = 100, surgery_samples: int = 1,
+                     binarize: str = "none", surgery: bool = True, mesh=None,
+                     max_members: int | None = None) -> list[dict]:
+    """``evaluate_split`` for N parameter sets at once: ``[evaluate_split(model, params_i, x_i, keys[i],
+    seed=seeds[i], ...) for i in range(N)]`` (the same dicts, to float tolerance: vmapped matmuls may sum in
+    another order), computed per batch by one ``jax.vmap`` over the members.
+
+    ``stacked_params``: the members' parameters stacked on a leading axis of size N. ``xs``: one array shared
+    by every member, or a sequence of N arrays of one shape (e.g. per-member static binarizations). With
+    ``binarize="dynamic"`` each member's test set is drawn with its own seed (shared when the seeds and data
+    agree). Members are evaluated in slices of at most ``max_members`` (default ``default_max_members``:
+    members x batch_size x chunk_size <= ``MEMBER_BUDGET``) to bound memory; each member's ``seconds`` is
+    the wall time of its slice.
+    """
+    n_members = len(keys)
+    if len(seeds) != n_members or jax.tree_util.tree_leaves(stacked_params)[0].shape[0] != n_members:
+        raise ValueError(f"{n_members} keys, {len(seeds)} seeds and "
+                         f"{jax.tree_util.tree_leaves(stacked_params)[0].shape[0]} stacked parameter sets")
+    if isinstance(xs, (np.ndarray, jax.Array)):
+        xs = [xs] * n_members
+    xs = [np.asarray(x, np.float32) for x in xs]
+    if len(xs) != n_members or any(x.shape != xs[0].shape for x in xs):
+        raise ValueError(f"{len(xs)} data arrays of shapes {sorted({x.shape for x in xs})} for {n_members} members")
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    bs = _eval_batch_size(len(xs[0]), batch_size, mesh)
+    max_members = max_members or default_max_members(bs, chunk_size)
+    n_slices = -(-n_members // max_members)
+    bounds = np.linspace(0, n_members, n_slices + 1).round().astype(int)  # slices of near-equal size
+    results = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        t0 = time.time()
+        idx = list(range(lo, hi))
+        shared = all(_same_array(xs[i], xs[lo]) for i in idx) and (
+            binarize != "dynamic" or len({int(seeds[i]) for i in idx}) == 1)
+        if shared:
+            batches, mask = eval_batches(_binarize_eval(xs[lo], binarize, int(seeds[lo])), bs)
+        else:  # (N, members, D): binarized draws stored as bool, cast to float32 on the device
+            per = [_binarize_eval(xs[i], binarize, int(seeds[i]), np.bool_ if binarize == "dynamic" else np.float32)
+                   for i in idx]
+            batches, mask = eval_batches(np.stack(per, axis=1), bs)
+        params = jax.tree_util.tree_map(lambda a: a[lo:hi], stacked_params)
+        slice_keys = jnp.stack([keys[i] for i in idx])
+        accs = [_SplitSums() for _ in idx]
+        for b in range(batches.shape[0]):
+            out = jax.device_get(_members_bounds(model, params, batches[b], slice_keys, ks, chunk_size, mesh,
+                                                 None if shared else 1, np.int32(b)))
+            m = np.asarray(mask[b])
+            for j, acc in enumerate(accs):
+                acc.add({name: v[j] for name, v in out.items()}, m)
+        results += [acc.result(model, keys[i], ks, surgery, surgery_samples, t0) for i, acc in zip(idx, accs)]
+    return results

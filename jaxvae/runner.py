@@ -41,8 +41,40 @@ class Preempted(RuntimeError):
 
 
 # -- building blocks --------------------------------------------------------------------------------
+SLOW_LOAD_ENV = "JAXVAE_TEST_SLOW_LOAD_S"  # test hook: delay data loading (never set it in real runs)
+
+
+def load_progress(workdir: Path, restored_step: int | None) -> dict:
+    """Wall time and examples/s accumulate over resumed segments: progress.json is written with each
+    checkpoint (``write_progress``) and read back only when it belongs to the checkpoint being resumed."""
+    progress = {"step": 0, "wall_time_s": 0.0, "train_seconds": 0.0, "trained_examples": 0, "valid": None}
+    path = Path(workdir) / "progress.json"
+    if restored_step is not None and path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            saved = {}
+        if saved.get("step") == restored_step:
+            progress.update(saved)
+    return progress
+
+
+def write_progress(workdir: Path, step: int, prior: dict, wall_s: float, train_seconds: float,
+                   trained_examples: int, valid: dict | None = None) -> None:
+    """progress.json at a checkpoint: ``prior`` (load_progress) plus this segment's time and examples, and
+    the latest validation bounds ``{"iwae": {K: bound}}`` (kept for results.json when a finished run is
+    evaluated again)."""
+    write_json(Path(workdir) / "progress.json", {
+        "step": step, "wall_time_s": prior["wall_time_s"] + wall_s,
+        "train_seconds": prior["train_seconds"] + train_seconds,
+        "trained_examples": prior["trained_examples"] + trained_examples,
+        "valid": {"iwae": valid["iwae"]} if valid else prior.get("valid")})
+
+
 def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
     d = config.data
+    if os.environ.get(SLOW_LOAD_ENV):
+        time.sleep(float(os.environ[SLOW_LOAD_ENV]))
     return data_lib.load_dataset(
         d.name, data_dir=d.data_dir or None, manual_dir=d.manual_dir or None, download=d.download,
         valid_size=d.valid_size or None, image_key=d.image_key, binarize=d.binarize, seed=config.seed)
@@ -177,23 +209,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     x_train = parallel.replicate(dataset.train, mesh)
     last_good = restored_step
 
-    # Wall time and examples/s accumulate over resumed segments: progress.json is written with each
-    # checkpoint and read back only when it belongs to the checkpoint being resumed.
-    progress_path = workdir / "progress.json"
-    progress = {"step": 0, "wall_time_s": 0.0, "train_seconds": 0.0, "trained_examples": 0}
-    if restored_step is not None and progress_path.exists():
-        saved = json.loads(progress_path.read_text())
-        if saved.get("step") == restored_step:
-            progress.update(saved)
+    progress = load_progress(workdir, restored_step)
 
     def save(step, valid_bound=None):
         nonlocal last_good
         ckpts.save(step, state._asdict(), valid_bound)
         last_good = step
-        write_json(progress_path, {
-            "step": step, "wall_time_s": progress["wall_time_s"] + time.time() - t_start,
-            "train_seconds": progress["train_seconds"] + train_seconds,
-            "trained_examples": progress["trained_examples"] + trained_examples})
+        write_progress(workdir, step, progress, time.time() - t_start, train_seconds, trained_examples,
+                       valid_result)
 
     log(f"{config.name}: {model.flow if model.has_flow else 'gaussian'} posterior, "
         f"objective={config.objective.name} k={config.objective.k}, {len(dataset.train)} training "
@@ -202,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     trained_examples = 0
     train_seconds = 0.0
     next_log = (start_step // config.train.log_every_steps + 1) * config.train.log_every_steps
-    valid_result = None
+    valid_result = progress["valid"]  # the last validation of earlier segments
     try:
         with _preemption_flag() as flag:
             step = start_step
@@ -293,29 +316,46 @@ def _subset(x, labels, size: int):
     return x[keep], (labels[keep] if labels is not None else None)
 
 
-def _validate(config, model, state, dataset, mesh) -> dict:
+def valid_eval_spec(config, dataset) -> tuple[np.ndarray, jax.Array, dict]:
+    """The validation evaluation of a run: (examples, PRNG key, evaluate_split's keyword arguments)."""
     x, _ = _subset(dataset.valid, None, config.eval.valid_examples)
-    return evaluate_split(model, state.params, x, jax.random.key(config.seed + 1), ks=(config.eval.valid_k,),
-                          batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
-                          binarize=config.data.binarize, seed=config.seed + 1, surgery=False, mesh=mesh)
+    return x, jax.random.key(config.seed + 1), dict(
+        ks=(config.eval.valid_k,), batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
+        binarize=config.data.binarize, seed=config.seed + 1, surgery=False)
+
+
+def final_eval_spec(config, dataset) -> tuple[np.ndarray, np.ndarray | None, jax.Array, dict]:
+    """The test evaluation of a run: (examples, their labels, PRNG key, evaluate_split's keyword arguments)."""
+    x, labels = _subset(dataset.test, dataset.test_labels, config.eval.max_examples)
+    return x, labels, jax.random.key(config.seed + 2), dict(
+        ks=tuple(config.eval.ks), batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
+        surgery_samples=config.eval.surgery_samples, binarize=config.data.binarize, seed=config.seed + 2)
+
+
+def _validate(config, model, state, dataset, mesh) -> dict:
+    x, key, kw = valid_eval_spec(config, dataset)
+    return evaluate_split(model, state.params, x, key, mesh=mesh, **kw)
 
 
 def _final_evaluation(config, model, state, dataset, workdir: Path, mesh) -> dict:
-    x = dataset.test
-    labels = dataset.test_labels
-    x, labels = _subset(x, labels, config.eval.max_examples)
-    test = evaluate_split(model, state.params, x, jax.random.key(config.seed + 2), ks=tuple(config.eval.ks),
-                          batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
-                          surgery_samples=config.eval.surgery_samples, binarize=config.data.binarize,
-                          seed=config.seed + 2, mesh=mesh)
+    x, _, key, kw = final_eval_spec(config, dataset)
+    test = evaluate_split(model, state.params, x, key, mesh=mesh, **kw)
+    return final_results(config, model, state.params, dataset, workdir, test)
+
+
+def final_results(config, model, params, dataset, workdir: Path, test: dict) -> dict:
+    """results.json (less "valid" and "train") from the test evaluation ``test`` (evaluate_split's dict):
+    adds the exact log p(x) of a linear-Gaussian model and writes the pictures."""
+    x, labels, _, _ = final_eval_spec(config, dataset)
+    test = dict(test)
     test["exact_log_px"] = None
     if is_linear_gaussian(model):
-        test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, state.params, jnp.asarray(x))))
+        test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, params, jnp.asarray(x))))
     eval_seconds = test.pop("seconds")
     pictures = []
     if config.eval.images and jax.process_index() == 0:
         from jaxvae.pictures import write_pictures
-        pictures = write_pictures(model, state.params, str(workdir), jax.random.key(config.seed + 3),
+        pictures = write_pictures(model, params, str(workdir), jax.random.key(config.seed + 3),
                                   x_test=np.asarray(x), image_shape=dataset.image_shape, labels=labels)
     return {
         "name": config.name,
@@ -357,15 +397,49 @@ def format_results(r: dict) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM outside the training loop (data loading, compilation, final evaluation) raises
+    KeyboardInterrupt like SIGINT, so a preempted job exits 3 ("preempted") instead of dying silently;
+    inside the loop ``_preemption_flag`` takes over (checkpoint, then exit 3)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def mark_interrupted(workdir: Path) -> None:
+    """status.json of a run interrupted outside a dispatch: "preempted" (it was "running")."""
+    try:
+        old = json.loads((workdir / "status.json").read_text())
+        if old.get("status") == "running":
+            _status(workdir, "preempted", old.get("step", 0),
+                    "interrupted outside a training dispatch; run the same command again to resume")
+    except (OSError, ValueError):
+        pass
+
+
 def main_entry(config, workdir, allow_config_change=False) -> int:
     """Runs and maps outcomes to exit codes: 0 finished, 3 preempted, 1 a clear error (no traceback)."""
     try:
-        train_and_evaluate(config, workdir, allow_config_change=allow_config_change)
+        with sigterm_interrupts():
+            train_and_evaluate(config, workdir, allow_config_change=allow_config_change)
         return 0
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except KeyboardInterrupt:  # SIGINT before training started or during the final evaluation
+    except KeyboardInterrupt:  # SIGINT/SIGTERM before training started or during the final evaluation
+        mark_interrupted(Path(workdir))
         print("preempted: interrupted outside a training dispatch; run the same command again to resume",
               file=sys.stderr)
         return EXIT_PREEMPTED

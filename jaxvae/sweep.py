@@ -280,8 +280,9 @@ class Run:
 
 @dataclasses.dataclass
 class Job:
-    """One process to launch. Today one job = one run; a vectorized sweep (several runs trained by one
-    process, ``--vectorize N``) would put several runs in one job, see ``plan_jobs``."""
+    """One process to launch (locally, as one Slurm array task, or on every host of a TPU VM): one run
+    (``jaxvae.main``) or a vectorized group of runs trained by one ``jaxvae.vectorized`` process, see
+    ``plan_jobs``."""
 
     runs: list[Run]
     argv: list[str]
@@ -290,6 +291,11 @@ class Job:
     @property
     def name(self) -> str:
         return "+".join(r.name for r in self.runs)
+
+    @property
+    def label(self) -> str:
+        """A short, path-safe name: the run's name, or the first member's plus the group size."""
+        return self.runs[0].name if len(self.runs) == 1 else f"{self.runs[0].name}+{len(self.runs) - 1}_more"
 
     @property
     def log_path(self) -> str:
@@ -366,15 +372,23 @@ def plan_jobs(runs: Sequence[Run], base_argv, vectorize: int | None = None, grou
     return jobs
 
 
-def describe_plan(jobs: Sequence[Job], runs: Sequence[Run], defaults=None) -> list[str]:
-    """Human-readable grouping: which runs share a process and which fields keep the others apart."""
+def describe_plan(jobs: Sequence[Job], runs: Sequence[Run], defaults=None,
+                  finished: Iterable[Run] = ()) -> list[str]:
+    """Human-readable grouping: which runs share a process and which fields keep the others apart;
+    ``finished`` runs (left out of the groups, skipped) are listed on their own."""
+    finished_names = {r.name for r in finished}
+    done = [j for j in jobs if len(j.runs) == 1 and j.runs[0].name in finished_names]
+    jobs = [j for j in jobs if j not in done]
     lines = []
     grouped = [j for j in jobs if len(j.runs) > 1]
     solo = [j for j in jobs if len(j.runs) == 1]
     lines.append(f"plan: {len(runs)} run(s) in {len(jobs)} process(es); {sum(len(j.runs) for j in grouped)} "
-                 f"run(s) vectorized in {len(grouped)} group(s)")
+                 f"run(s) vectorized in {len(grouped)} group(s)"
+                 + (f"; {len(done)} finished run(s) skipped" if done else ""))
     for j in grouped:
         lines.append(f"  vectorized x{len(j.runs)}: {', '.join(r.name for r in j.runs)}")
+    if done:
+        lines.append(f"  finished (skipped, not regrouped): {', '.join(j.runs[0].name for j in done)}")
     if solo and len(runs) > 1:
         keys = {k for r in runs for k in r.overrides}
         apart = sorted({k for k in keys if not is_vectorizable_field(k)
@@ -674,7 +688,8 @@ def per_run_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
     return out
 
 
-def print_summary(outcomes: Sequence[Outcome], file=sys.stdout) -> None:
+def print_summary(outcomes: Sequence[Outcome], file=None) -> None:
+    file = file if file is not None else sys.stdout  # looked up per call (pytest's capsys replaces it)
     by_state: dict[str, list[Outcome]] = {}
     for o in outcomes:
         by_state.setdefault(o.state, []).append(o)
@@ -722,31 +737,68 @@ def slurm_script(jobs: Sequence[Job], sweep_dir: str, args, cwd: str | None = No
         lines += ["#SBATCH --requeue", "#SBATCH --signal=B:TERM@120"]
     for extra in args.sbatch_arg or []:
         lines.append(f"#SBATCH {extra}")
+    runs = sum(len(j.runs) for j in jobs)
+    groups = sum(len(j.runs) > 1 for j in jobs)
+    first, k = [], 0
+    for j in jobs:
+        first.append(k)
+        k += len(j.runs)
     lines += [
         "",
         f"# Written by: {shlex.join(['python', '-m', 'jaxvae.sweep'] + list(args.argv))}",
-        f"# {n} array tasks, one per sweep point; task i runs COMMANDS[i] with its output appended to",
-        "# WORKDIRS[i]/log.txt. A task whose run already finished exits at once; an unfinished one resumes.",
+        f"# {n} array tasks for {runs} run(s), one task per process: a single run (jaxvae.main) or a vectorized",
+        f"# group of runs (jaxvae.vectorized; {groups} task(s) here). Task i runs COMMANDS[i]; its runs' workdirs are",
+        "# WORKDIRS[FIRST[i]] .. WORKDIRS[FIRST[i]+COUNT[i]-1] and its output is appended to the first one's",
+        "# log.txt. " + ("A task whose runs all finished exits at once; an unfinished (or partly finished) one"
+                         if not args.rerun else "(--rerun) Every task runs, even when its runs finished; each"),
+        "# runs its command again, which resumes the unfinished runs from their checkpoints.",
         "set -uo pipefail",
         "",
         "WORKDIRS=(",
-        *[f"  {shlex.quote(j.runs[0].workdir)}" for j in jobs],
+        *[f"  {shlex.quote(r.workdir)}" + (f"  # task {t}" if i == 0 else "")
+          for t, j in enumerate(jobs) for i, r in enumerate(j.runs)],
         ")",
+        f"FIRST=({' '.join(map(str, first))})",
+        f"COUNT=({' '.join(str(len(j.runs)) for j in jobs)})",
         "COMMANDS=(",
         *[f"  {shlex.quote(shlex.join(j.argv))}" for j in jobs],
         ")",
         "",
+        "finished() {  # as jaxvae.sweep.is_finished: results.json present and the run's status is finished",
+        '  [[ -f "$1/results.json" ]] || return 1',
+        '  local f="$1/status.json"',
+        '  [[ -f "$f" ]] || f="$1/results.json"',
+        '  grep -Eq \'"status" *: *"finished"\' "$f"',
+        "}",
+        "",
         'i="${SLURM_ARRAY_TASK_ID:?submit this script with sbatch (it is an array job)}"',
-        'workdir="${WORKDIRS[$i]}"',
-        'mkdir -p "$workdir"',
-        'if [[ -f "$workdir/results.json" ]] && grep -Eq \'"status" *: *"finished"\' "$workdir/status.json" 2>/dev/null; then',
-        '  echo "already finished: $workdir"',
-        "  exit 0",
-        "fi",
+        'members=("${WORKDIRS[@]:${FIRST[$i]}:${COUNT[$i]}}")',
+        'log="${members[0]}/log.txt"',
+        "nfinished=0",
+        'for w in "${members[@]}"; do',
+        '  mkdir -p "$w"',
+        '  if finished "$w"; then nfinished=$((nfinished + 1)); fi',
+        "done",
+    ]
+    if not args.rerun:
+        lines += [
+            'if [[ $nfinished -eq ${#members[@]} ]]; then',
+            '  echo "already finished: ${members[*]}"',
+            "  exit 0",
+            "fi",
+        ]
+    lines += [
         'echo "task $i on $(hostname): ${COMMANDS[$i]}"',
-        'echo "log: $workdir/log.txt"',
-        'echo "=== $(date -Is) slurm ${SLURM_ARRAY_JOB_ID:-?}_$i on $(hostname): ${COMMANDS[$i]}" >> "$workdir/log.txt"',
-        'eval "${COMMANDS[$i]}" >> "$workdir/log.txt" 2>&1 &',
+        'echo "log: $log"',
+        'if [[ ${#members[@]} -gt 1 ]]; then',
+        '  echo "vectorized group of ${#members[@]} runs, $nfinished of them finished already"',
+        "fi",
+        'echo "=== $(date -Is) slurm ${SLURM_ARRAY_JOB_ID:-?}_$i on $(hostname): ${COMMANDS[$i]}" >> "$log"',
+        'for w in "${members[@]:1}"; do  # the other members of a group: where their log is',
+        '  echo "=== $(date -Is) slurm ${SLURM_ARRAY_JOB_ID:-?}_$i on $(hostname): trained in a vectorized group'
+        ' of ${#members[@]} runs; log: $log" >> "$w/log.txt"',
+        "done",
+        'eval "${COMMANDS[$i]}" >> "$log" 2>&1 &',
         "pid=$!",
         "# Forward SIGTERM (preemption, --signal=B:TERM@...) to the run: it checkpoints and exits 3.",
         'trap \'echo "SIGTERM: asking the run to checkpoint"; kill -TERM "$pid" 2>/dev/null\' TERM',
@@ -767,8 +819,10 @@ def slurm_script(jobs: Sequence[Job], sweep_dir: str, args, cwd: str | None = No
 
 def tpu_command(job: Job, args) -> list[str]:
     """``gcloud compute tpus tpu-vm ssh NAME --worker=all --command='cd DIR && python3 -m ...'``: the
-    same run started on every host of a multi-host TPU VM (the repo must be checked out at
-    ``--tpu-remote-dir`` on every host, and ``--root`` should be a shared path, e.g. gs://bucket/runs)."""
+    same process (a run, or a vectorized group of runs) started on every host of a multi-host TPU VM (the
+    repo must be checked out at ``--tpu-remote-dir`` on every host, and ``--root`` should be a shared path,
+    e.g. gs://bucket/runs). The command is ``shlex``-quoted, so ``--overrides='[...]'`` reaches the remote
+    shell intact."""
     remote = f"cd {args.tpu_remote_dir} && {shlex.join(job.argv)}"
     cmd = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.tpu_hosts, "--worker=all"]
     if args.tpu_zone:
@@ -831,8 +885,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runner-module", default=None, help=argparse.SUPPRESS)
     p.add_argument("--vectorize", type=int, default=None, metavar="N",
                    help="train up to N runs that differ only in the seed or in traced hyperparameters "
-                        f"({', '.join(VECTORIZED_FIELDS)}) as one vectorized process (jaxvae.vectorized); "
-                        f"default on with N={DEFAULT_VECTORIZE} for local runs with the default runner")
+                        f"({', '.join(VECTORIZED_FIELDS)}) as one vectorized process (jaxvae.vectorized; "
+                        "with --slurm one array task, with --tpu-hosts one gcloud command per group). "
+                        f"Default (with the default runner) N={DEFAULT_VECTORIZE} for local runs on a GPU/TPU "
+                        "host, for --slurm when the sbatch options ask for GPUs (--gpus-per-task, "
+                        "--sbatch-arg=--gpus=/--gres=gpu...), and for --tpu-hosts; otherwise off")
     p.add_argument("--no-vectorize", action="store_true", help="one process per run")
     g = p.add_argument_group("Slurm (--slurm writes ROOT/<stem>/sweep.sbatch, an array job, and submits it)")
     g.add_argument("--slurm", action="store_true")
@@ -846,7 +903,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SIGTERM 120 s before the time limit; a preempted run (exit 3) requeues its task")
     g.add_argument("--sbatch-arg", action="append", default=[],
                    help="extra '#SBATCH' line, repeatable: --sbatch-arg=--account=abc")
-    t = p.add_argument_group("Multi-host TPU VM (each run is started on every host through gcloud ssh)")
+    t = p.add_argument_group("Multi-host TPU VM (each run, or vectorized group, is started on every host through "
+                              "gcloud ssh)")
     t.add_argument("--tpu-hosts", default=None, metavar="TPU_NAME", help="TPU VM name")
     t.add_argument("--tpu-zone", default=None)
     t.add_argument("--tpu-project", default=None)
@@ -911,8 +969,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     vec_module = os.environ.get(VECTORIZED_RUNNER_ENV) or VECTORIZED_RUNNER
     defaults = _config_defaults(args.experiment) if vectorize else None
     todo = runs
-    if vectorize and not args.rerun and not args.tpu_hosts and not args.slurm:
-        todo = [r for r in runs if not is_finished(r.workdir)]  # finished runs are skipped, not regrouped
+    if vectorize and not args.rerun and not args.tpu_hosts:
+        # Finished runs are left out of the groups (a finished member of a group would be restored and
+        # evaluated again); they stay single-run jobs that the launcher, or the Slurm task, skips. With
+        # --tpu-hosts the launcher cannot see the remote workdirs.
+        todo = [r for r in runs if not is_finished(r.workdir)]
 
     def group_argv(group: Sequence[Run]) -> list[str]:
         return vectorized_argv(python, vec_module, args.experiment, group, passthrough)
@@ -921,8 +982,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs += [Job([r], base_argv(r)) for r in runs if r not in todo]
     jobs.sort(key=lambda j: j.runs[0].index)
     if vectorize and not args.list:
-        for line in describe_plan(jobs, runs, defaults):
+        for line in describe_plan(jobs, runs, defaults, [r for r in runs if r not in todo]):
             print(line, file=sys.stderr, flush=True)
+    elif (args.slurm and not args.no_vectorize and args.vectorize is None and runner == DEFAULT_RUNNER
+          and len(runs) > 1 and any(len(g) > 1 for g in
+                                    group_runs(runs, DEFAULT_VECTORIZE, _config_defaults(args.experiment)))):
+        print("note: one Slurm array task per run: the sbatch options request no GPU (--gpus-per-task, "
+              "--sbatch-arg=--gpus=N or --gres=gpu:N), so runs are not vectorized; --vectorize N groups "
+              "them anyway", file=sys.stderr, flush=True)
 
     if args.slurm:
         os.makedirs(os.path.join(sweep_dir, "slurm"), exist_ok=True)
@@ -931,8 +998,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f.write(slurm_script(jobs, sweep_dir, args))
         os.chmod(path, 0o755)
         _write_manifest(sweep_dir, args, runs, jobs)
-        print(f"wrote {path} ({len(jobs)} array tasks; Slurm output: {sweep_dir}/slurm/, run logs: "
-              f"<workdir>/log.txt)")
+        groups = sum(len(j.runs) > 1 for j in jobs)
+        print(f"wrote {path} ({len(jobs)} array tasks for {len(runs)} run(s)"
+              + (f", {groups} of them vectorized groups" if groups else "")
+              + f"; Slurm output: {sweep_dir}/slurm/, run logs: <workdir>/log.txt"
+              + (", a group's in its first run's" if groups else "") + ")")
         if args.dry_run:
             print(f"submit with: sbatch {shlex.quote(path)}")
             return 0
@@ -950,9 +1020,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # sessions go to runs/<stem>/tpu_logs/<name>/ (under --root when it is a local path).
         log_root = os.path.join("runs" if _is_url(sweep_dir) else args.root, experiment_stem(args.experiment),
                                 "tpu_logs")
-        jobs = [Job(j.runs, tpu_command(j, args), os.path.join(log_root, j.name)) for j in jobs]
+        jobs = [Job(j.runs, tpu_command(j, args), os.path.join(log_root, j.label)) for j in jobs]
         if args.parallel and args.parallel > 1:
-            print("warning: --tpu-hosts runs one run at a time (each uses every host)", file=sys.stderr)
+            print("warning: --tpu-hosts runs one process (a run or a vectorized group) at a time (each "
+                  "uses every host)", file=sys.stderr)
         args.parallel = 1
 
     if args.dry_run:
@@ -988,21 +1059,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _vectorize_setting(args, runner: str) -> int | None:
-    """The group-size cap: --no-vectorize -> None; --vectorize N -> N; default DEFAULT_VECTORIZE for local
-    runs with the default runner on a GPU/TPU host (not on CPU, not with --slurm/--tpu-hosts or a custom
-    runner module)."""
+    """The group-size cap: --no-vectorize -> None; --vectorize N -> N (None for N <= 1); by default (only
+    with the default runner module) DEFAULT_VECTORIZE where the runs get an accelerator: local runs on a
+    GPU/TPU host, --slurm launches whose sbatch options request GPUs (the submitting login node usually has
+    none, so its own devices say nothing), --tpu-hosts launches; otherwise None (one process per run)."""
     if args.no_vectorize:
-        return None
-    if args.slurm or args.tpu_hosts:
-        if args.vectorize and args.vectorize > 1:
-            print("warning: --vectorize is not supported with --slurm/--tpu-hosts yet; one process per run",
-                  file=sys.stderr)
         return None
     if args.vectorize is not None:
         return args.vectorize if args.vectorize > 1 else None
+    if runner != DEFAULT_RUNNER:
+        return None
     # Default on accelerators only: on a CPU one run of these models already keeps the cores busy, and the
     # vmapped program measured slower than sequential runs (docs/vectorized.md).
-    return DEFAULT_VECTORIZE if runner == DEFAULT_RUNNER and has_accelerator() else None
+    if args.slurm:
+        return DEFAULT_VECTORIZE if slurm_requests_gpus(args) else None
+    if args.tpu_hosts:
+        return DEFAULT_VECTORIZE
+    return DEFAULT_VECTORIZE if has_accelerator() else None
+
+
+_SLURM_GPU_COUNT_FLAGS = ("--gpus", "--gpus-per-node", "--gpus-per-task", "--gpus-per-socket", "-G")
+
+
+def _gpu_count(spec: str) -> int:
+    """``1``, ``a100:2``, ``gpu:a100:2``, ``gpu`` (one) -> the count (0 for ``0``/``a100:0``)."""
+    last = spec.strip().rsplit(":", 1)[-1]
+    return int(last) if last.isdigit() else 1
+
+
+def slurm_requests_gpus(args) -> bool:
+    """Do the sbatch options ask for GPUs: --gpus-per-task=N (N > 0), or --sbatch-arg with --gpus,
+    --gpus-per-node/-task/-socket, -G, --gres=gpu[:type][:N] or --tres-per-task=gres/gpu...?"""
+    if args.gpus_per_task not in (None, "") and _gpu_count(str(args.gpus_per_task)) > 0:
+        return True
+    for extra in args.sbatch_arg or []:
+        m = re.match(r"\s*(--?[A-Za-z-]+)(?:=|\s+)(\S+)", extra)
+        if not m:
+            continue
+        flag, value = m.groups()
+        if flag in _SLURM_GPU_COUNT_FLAGS and _gpu_count(value) > 0:
+            return True
+        if flag in ("--gres", "--tres-per-task", "--tres-per-node"):
+            for item in value.split(","):
+                item = item.split("/", 1)[-1]  # gres/gpu:2 -> gpu:2
+                if (item == "gpu" or item.startswith(("gpu:", "gpu="))) and _gpu_count(
+                        item.replace("=", ":")) > 0:
+                    return True
+    return False
 
 
 def has_accelerator() -> bool:

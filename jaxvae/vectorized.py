@@ -28,10 +28,22 @@ tolerance: vmapped matmuls may sum in another order).
 * SIGTERM/SIGINT: at the next dispatch boundary every unfinished member is checkpointed (status
   "preempted") and the process exits 3; the same command resumes. Members may resume from different
   steps: the ones behind train alone (the others masked) until the group is in step again.
-* Evaluation (validation bound and the final test evaluation) is sequential per member, with the
-  member's unstacked parameters and its own config (the same code as solo runs).
-* Devices: the member axis is not sharded; the batch is data-parallel over ``parallel.num_devices``
-  exactly like a solo run (only a single device is tested).
+* Evaluation (validation bound and the final test evaluation): with ``vectorized_eval`` (default: on
+  GPU/TPU, off on the CPU; ``$JAXVAE_VECTORIZED_EVAL=1/0`` or ``train_group(vectorized_eval=...)``
+  overrides) the members due are evaluated together by ``eval_driver.evaluate_members`` (one vmapped
+  program per batch, members with different eval.* settings in separate sub-groups, a member alone in its
+  sub-group or a sub-group whose vmapped evaluation raised evaluated on its own); otherwise sequentially per
+  member, with the member's unstacked parameters (the same code as solo runs). Both give the solo numbers.
+  Measured 2026-11-25 on this 2-core CPU (8 members of the 784-200-200-50 MLP, 1000 test examples, batch
+  100, ks 1,5,50,500, ``benchmarks/eval_members_bench.py``): sequential 17.5 s, vmapped 17.8 s (0.98x),
+  hence off on the CPU.
+* Devices: a ("member", "data") mesh over ``parallel.num_devices`` devices (``parallel.make_group_mesh``):
+  the members are split into ``parallel.member_shards`` device groups (default gcd(members, devices)),
+  each member's batch is data-parallel over its group's devices. Tested on 4 forced CPU devices (1x4 data,
+  2x2, 4x1): the same numbers as one device. Single-process only for member_shards > 1.
+* The update of step t is one ``lax.cond`` for the whole group on "every active member's loss and gradient
+  are finite" (``train.make_train_step(member_axis=...)``), so the common case is a plain vmapped Adam
+  update; only a step where some member is bad pays for per-member selects.
 
 Exit codes as ``jaxvae.main``: 0 all finished, 3 preempted, 1 a member failed or an error, 2 invalid flags.
 """
@@ -39,6 +51,7 @@ Exit codes as ``jaxvae.main``: 0 all finished, 3 preempted, 1 a member failed or
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +67,7 @@ from jaxvae import parallel
 from jaxvae import runner as R
 from jaxvae import train as train_lib
 from jaxvae.checkpoints import CheckpointError, Checkpoints
+from jaxvae.eval_driver import evaluate_members
 from jaxvae.metrics import MetricWriter
 from jaxvae.sweep import VECTORIZED_TRACED_FIELDS, is_vectorizable_field
 from jaxvae.validation import flatten
@@ -111,24 +125,31 @@ def _stack(trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
 
 
-def _member(stacked, i: int):
-    return jax.tree_util.tree_map(lambda a: a[i], stacked)
+def _member(stacked, i: int, mesh=None):
+    """Member i's unstacked pytree; with ``mesh``, replicated over it (where evaluation runs)."""
+    one = jax.tree_util.tree_map(lambda a: a[i], stacked)
+    return one if mesh is None else parallel.replicate(one, mesh)
 
 
 def make_group_steps(model, config, tx, tx_for, steps_per_epoch: int, batch_size: int, mesh,
                      per_member_data: bool) -> Callable:
     """``group_steps(stacked_state, x_train, hp, active, num_steps) -> (stacked_state, StepInfo)``:
-    the solo ``run_steps`` vmapped over the member axis (inactive members keep their state)."""
+    the solo ``run_steps`` vmapped over the member axis (inactive members keep their state).
+
+    With a ("member", "data") ``mesh`` (``parallel.make_group_mesh``) the member axis is split over the
+    mesh's member axis and each member's batch over its data axis."""
     raw = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size, mesh, tx_for=tx_for,
-                                   jit=False)
+                                   jit=False, member_axis=parallel.MEMBER_AXIS)
+    spmd = parallel.MEMBER_AXIS if mesh is not None and parallel.member_shards(mesh) > 1 else None
 
     def group_steps(state, x_train, hp, active, num_steps):
-        def one(s, x, h, a):
+        def one(s, x, h):
             new, info = raw(s, x, num_steps, h)
-            new = jax.tree_util.tree_map(lambda u, v: jnp.where(a, u, v), new, s)
+            new = jax.tree_util.tree_map(lambda u, v: jnp.where(h["active"], u, v), new, s)
             return new, info
 
-        return jax.vmap(one, in_axes=(0, 0 if per_member_data else None, 0, 0))(state, x_train, hp, active)
+        return jax.vmap(one, in_axes=(0, 0 if per_member_data else None, 0), axis_name=parallel.MEMBER_AXIS,
+                        spmd_axis_name=spmd)(state, x_train, dict(hp, active=active))
 
     return jax.jit(group_steps, static_argnums=4, donate_argnums=0)
 
@@ -147,6 +168,7 @@ class _Member:
         self.trained_examples = 0
         self.train_seconds = 0.0
         self.valid_result = None
+        self.progress = R.load_progress(self.workdir, None)  # time and examples of earlier segments
         self.next_log = 0
         self.label = f"[{index}:{Path(workdir).name}]"
 
@@ -157,14 +179,76 @@ class _Member:
             self.ckpts.close()
 
 
+# -- evaluation ---------------------------------------------------------------------------------------
+def vectorized_eval_default() -> bool:
+    """Whether a group's evaluation is vmapped over its members: ``$JAXVAE_VECTORIZED_EVAL`` (1/0) when
+    set, else only off the CPU (on the CPU it measured no faster than member after member, 0.98x:
+    docs/vectorized.md)."""
+    env = os.environ.get("JAXVAE_VECTORIZED_EVAL", "").strip().lower()
+    if env in ("1", "true", "yes", "on"):
+        return True
+    if env in ("0", "false", "no", "off"):
+        return False
+    return jax.default_backend() != "cpu"
+
+
+def _valid_spec(m):
+    return R.valid_eval_spec(m.config, m.dataset)
+
+
+def _test_spec(m):
+    x, _, key, kw = R.final_eval_spec(m.config, m.dataset)
+    return x, key, kw
+
+
+def _evaluate_together(model, stacked, members, spec, mesh, log, what: str) -> dict:
+    """``{member index: evaluate_split's dict}`` for ``members``, by ``evaluate_members``: one call per
+    sub-group of members with equal evaluation settings (``spec(m) -> (x, key, kwargs)``, the runner's
+    ``*_eval_spec``), i.e. the same eval.* values and number of examples. Members alone in their sub-group
+    are left out, and so is a sub-group whose vmapped evaluation raised (said in the log): the caller
+    evaluates the members it is not given one by one, as a solo run does."""
+    groups: dict[str, list] = {}
+    for m in members:
+        x, key, kw = spec(m)
+        kw = dict(kw)
+        seed = kw.pop("seed")
+        tag = json.dumps([kw, list(np.shape(x))], sort_keys=True, default=str)
+        groups.setdefault(tag, []).append((m, x, key, seed, kw))
+    out = {}
+    for entries in groups.values():
+        if len(entries) < 2:
+            continue
+        ms, xs, keys, seeds, kws = zip(*entries)
+        idx = jnp.asarray([m.i for m in ms])
+        try:
+            params = parallel.replicate(jax.tree_util.tree_map(lambda a: a[idx], stacked.params), mesh)
+            res = evaluate_members(model, params, list(xs), list(keys), list(seeds), mesh=mesh, **kws[0])
+        except Exception as e:  # noqa: BLE001 - the sequential path below still evaluates these members
+            log(f"vectorized {what} evaluation of members {', '.join(m.label for m in ms)} failed "
+                f"({type(e).__name__}: {e}); evaluating them one by one (sequential path)")
+            continue
+        out.update({m.i: r for m, r in zip(ms, res)})
+    return out
+
+
+def _due_for_validation(c, step: int, steps_per_epoch: int, total_steps: int) -> bool:
+    return bool(step % steps_per_epoch == 0 and c.train.eval_every_epochs and (
+        (step // steps_per_epoch) % c.train.eval_every_epochs == 0 or step == total_steps))
+
+
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str | Path], *,
                 allow_config_change: bool = False, log=print,
-                stop_hook: Callable[[int], bool] | None = None) -> list[dict | None]:
+                stop_hook: Callable[[int], bool] | None = None,
+                vectorized_eval: bool | None = None) -> list[dict | None]:
     """Trains and evaluates the members; returns each member's results dict (None for a failed member).
 
     Raises ``runner.Preempted`` after SIGTERM/SIGINT (every unfinished member checkpointed), or when
-    ``stop_hook(step)`` (a test hook, called after each dispatch) returns True.
+    ``stop_hook(step)`` (a test hook, called after each dispatch) returns True. ``vectorized_eval``: evaluate
+    the members (validation and test) with one vmapped program (``eval_driver.evaluate_members``) instead of
+    member after member; default ``vectorized_eval_default()``.
     """
+    if vectorized_eval is None:
+        vectorized_eval = vectorized_eval_default()
     configs = list(configs)
     if len(configs) != len(workdirs) or not configs:
         raise GroupError(f"{len(workdirs)} workdirs for {len(configs)} configs")
@@ -202,8 +286,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
         sched, _ = train_lib.learning_rate_schedule(base, steps_per_epoch, learning_rate=hp["learning_rate"])
         return train_lib.make_optimizer(base, sched)
 
-    mesh = parallel.make_mesh(base.parallel.num_devices)
-    parallel.check_divisible(batch_size, mesh, "train.batch_size")
+    mesh = parallel.make_mesh(base.parallel.num_devices)  # evaluation: data-parallel, as a solo run
+    group_mesh = parallel.make_group_mesh(base.parallel.num_devices, n, base.parallel.member_shards)
+    parallel.check_divisible(batch_size, group_mesh, "train.batch_size")
     states = []
     try:
         for m in members:
@@ -215,6 +300,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                 state = train_lib.TrainState(**restored)
                 log(f"{m.label} resuming from checkpoint at step {restored_step}")
             m.last_good = restored_step
+            m.progress = R.load_progress(m.workdir, restored_step)
+            m.valid_result = m.progress["valid"]
             m.step = int(state.step)
             m.writer = MetricWriter(m.workdir, resume_step=m.step)
             every = m.config.train.log_every_steps
@@ -225,17 +312,22 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
             R._status(m.workdir, "failed", m.step, f"{type(e).__name__}: {e}")
             m.close()
         raise
-    stacked = parallel.replicate(_stack(states), mesh)
+    by_member = parallel.member_sharded(group_mesh)
+    stacked = parallel.put(_stack(states), by_member)
     del states
-    hp = parallel.replicate(_hparams(configs), mesh)
-    x_train = parallel.replicate(np.stack([d.train for d in datasets]) if per_member_data
-                                 else datasets[0].train, mesh)
-    group_steps = make_group_steps(model, base, tx, tx_for, steps_per_epoch, batch_size, mesh, per_member_data)
+    hp = parallel.put(_hparams(configs), by_member)
+    x_train = (parallel.put(np.stack([d.train for d in datasets]), by_member) if per_member_data
+               else parallel.replicate(datasets[0].train, group_mesh))
+    group_steps = make_group_steps(model, base, tx, tx_for, steps_per_epoch, batch_size, group_mesh,
+                                   per_member_data)
 
     log(f"{base.name}: vectorized group of {n} runs ({', '.join(str(m.workdir) for m in members)}); "
         f"{model.flow if model.has_flow else 'gaussian'} posterior, objective={base.objective.name} "
         f"k={base.objective.k}, {len(datasets[0].train)} training examples, {total_steps} steps "
         f"({total_steps / steps_per_epoch:.1f} epochs) of batch {batch_size}")
+    if group_mesh.size > 1:
+        log(f"devices: {group_mesh.size} = {parallel.member_shards(group_mesh)} member group(s) x "
+            f"{parallel.data_size(group_mesh)} data-parallel")
     differ = differing_fields(configs)
     if differ:
         log("members differ in: " + ", ".join(differ))
@@ -244,6 +336,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     def save(m, state, step, valid_bound=None):
         m.ckpts.save(step, state._asdict(), valid_bound)
         m.last_good = step
+        R.write_progress(m.workdir, step, m.progress, time.time() - t_start, m.train_seconds, m.trained_examples,
+                         m.valid_result)
 
     def running():
         return [m for m in members if m.state == "running" and m.step < total_steps]
@@ -255,10 +349,17 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                 active = [m.state == "running" and m.step == lag for m in members]
                 num = train_lib.dispatch_sizes(lag, total_steps, steps_per_epoch, base.train.steps_per_dispatch)
                 t0 = time.time()
-                stacked, info = group_steps(stacked, x_train, hp, jnp.asarray(active), num)
+                stacked, info = group_steps(stacked, x_train, hp, parallel.put(np.asarray(active), by_member),
+                                            num)
                 info = jax.device_get(info)
                 steps = np.asarray(jax.device_get(stacked.step))
                 dt = time.time() - t0
+                valid_now = {}
+                if vectorized_eval:  # the members that validate after this dispatch, evaluated together
+                    due = [m for m in members if active[m.i]
+                           and not (int(info.bad_step[m.i]) >= 0 and m.config.train.nan_policy == "stop")
+                           and _due_for_validation(m.config, int(steps[m.i]), steps_per_epoch, total_steps)]
+                    valid_now = _evaluate_together(model, stacked, due, _valid_spec, mesh, log, "validation")
                 for m in members:
                     if not active[m.i]:
                         continue
@@ -294,15 +395,15 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                     epoch_end = step % steps_per_epoch == 0
                     n_epoch = step // steps_per_epoch
                     valid_bound = None
-                    need_valid = epoch_end and c.train.eval_every_epochs and (
-                        n_epoch % c.train.eval_every_epochs == 0 or step == total_steps)
+                    need_valid = _due_for_validation(c, step, steps_per_epoch, total_steps)
                     need_save = step == total_steps or need_valid or (
                         epoch_end and c.train.checkpoint_every_epochs
                         and n_epoch % c.train.checkpoint_every_epochs == 0)
                     if need_valid or need_save:
-                        state = _member(stacked, m.i)
+                        state = _member(stacked, m.i, mesh)
                         if need_valid:
-                            m.valid_result = R._validate(c, model, state, m.dataset, mesh)
+                            m.valid_result = (valid_now[m.i] if m.i in valid_now
+                                              else R._validate(c, model, state, m.dataset, mesh))
                             valid_bound = m.valid_result["iwae"][str(c.eval.valid_k)]
                             m.writer.write(step, "valid", **{f"iwae_{c.eval.valid_k}": valid_bound})
                         save(m, state, step, valid_bound)
@@ -312,7 +413,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                     for m in members:
                         if m.state == "running":
                             if m.step < total_steps and m.step != m.last_good:
-                                save(m, _member(stacked, m.i), m.step)
+                                save(m, _member(stacked, m.i, mesh), m.step)
                             m.state = "preempted"
                     why = f"signal {flag['signal']}" if flag["signal"] is not None else "stop requested"
                     raise R.Preempted(f"{why} received: saved a checkpoint of every unfinished member; run "
@@ -331,21 +432,36 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
         raise
     train_wall = time.time() - t_start
 
+    tests = {}  # the test evaluations of the finished members, computed together
+    if vectorized_eval:
+        done = [m for m in members if m.state == "running"]
+        try:
+            for m in done:
+                R._status(m.workdir, "running", m.step, "evaluating on the test set (vectorized)")
+            tests = _evaluate_together(model, stacked, done, _test_spec, mesh, log, "test")
+        except KeyboardInterrupt:
+            for m in done:
+                R._status(m.workdir, "preempted", m.step, "interrupted during the final evaluation")
+                m.close()
+            raise
     results = []
     for m in members:
         if m.state != "running":
             results.append(None)
             continue
         c = m.config
-        state = _member(stacked, m.i)
+        state = _member(stacked, m.i, mesh)
         try:
             R._status(m.workdir, "running", m.step, "evaluating on the test set")
-            r = R._final_evaluation(c, model, state, m.dataset, m.workdir, mesh)
+            r = (R.final_results(c, model, state.params, m.dataset, m.workdir, tests[m.i]) if m.i in tests
+                 else R._final_evaluation(c, model, state, m.dataset, m.workdir, mesh))
             r["valid"] = ({"iwae": m.valid_result["iwae"]} if m.valid_result else None)
             r["train"] = {
                 "steps": int(state.step), "epochs": int(state.step) / steps_per_epoch,
-                "wall_time_s": train_wall,
-                "examples_per_s": m.trained_examples / m.train_seconds if m.train_seconds else None,
+                "wall_time_s": m.progress["wall_time_s"] + train_wall,
+                "examples_per_s": ((m.progress["trained_examples"] + m.trained_examples)
+                                   / (m.progress["train_seconds"] + m.train_seconds)
+                                   if m.progress["train_seconds"] + m.train_seconds else None),
                 "skipped_updates": int(state.skipped),
                 "flops_per_example": train_lib.flops_per_example(model, c.objective.k),
                 "vectorized_group": n,
@@ -387,11 +503,14 @@ def main_entry(config, workdirs: Sequence[str], overrides: Sequence[dict] | None
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        results = train_group(configs, workdirs, allow_config_change=allow_config_change)
+        with R.sigterm_interrupts():
+            results = train_group(configs, workdirs, allow_config_change=allow_config_change)
     except R.Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         return R.EXIT_PREEMPTED
     except KeyboardInterrupt:
+        for wd in workdirs:
+            R.mark_interrupted(Path(wd))
         print("preempted: interrupted outside a training dispatch; run the same command again to resume",
               file=sys.stderr)
         return R.EXIT_PREEMPTED

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxvae import checkpoints as ckpt_lib
+from jaxvae import runner as R
 from jaxvae import validation
 from jaxvae.checkpoints import CheckpointError, Checkpoints
 from jaxvae.configs import base_config
@@ -590,3 +591,16 @@ def test_kill_9_sigint_and_corrupt_checkpoint_then_resume_equals_uninterrupted(r
     a, b = (json.loads((d / "results.json").read_text()) for d in (ref, work))
     assert a["config"] == b["config"] and a["test"] == b["test"] and a["train"]["steps"] == b["train"]["steps"] == 81
     assert_trees_equal(load_checkpoint(ref, 81), load_checkpoint(work, 81))
+
+
+def test_sigterm_while_loading_data_exits_3_as_preempted(run_env, tmp_path):
+    """SIGTERM before the training loop (here: during a slowed-down data load) is a preemption too: exit
+    code 3, status "preempted", one line on stderr, no traceback."""
+    wd = tmp_path / "run"
+    proc, out, err = start_main({**run_env, R.SLOW_LOAD_ENV: "60"}, wd, *SMALL)
+    wait_for(lambda: status(wd).get("message") == "loading data", proc, "data loading")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == R.EXIT_PREEMPTED
+    assert status(wd)["status"] == "preempted"
+    text = err.read_text()
+    assert "preempted: interrupted outside a training dispatch" in text and "Traceback" not in text

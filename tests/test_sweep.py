@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import stat
 import subprocess
@@ -377,7 +378,7 @@ def test_tpu_hosts_dry_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exp = _write_experiment(tmp_path)
     assert sweep.main([exp, "--tpu-hosts", "my-tpu", "--tpu-zone", "us-central2-b", "--dry-run",
-                       "--root", "gs://bucket/runs"]) == 0
+                       "--root", "gs://bucket/runs", "--no-vectorize"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4
     assert lines[0].startswith("gcloud compute tpus tpu-vm ssh my-tpu --worker=all --zone=us-central2-b "
@@ -402,6 +403,222 @@ def test_tpu_hosts_runs_gcloud_one_run_at_a_time(tmp_path, env):
     assert "--workdir=gs://bucket/runs/tiny/k=1,seed=0" in calls[0]
     assert "remote output" in (tmp_path / "runs" / "tiny" / "tpu_logs" / "k=5,seed=1" / "log.txt").read_text()
     assert not (tmp_path / "gs:").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Vectorized Slurm and TPU launches (default runner; a fake python records its argv, nothing trains)
+
+SEEDS = r"""
+from jaxvae.configs import base_config
+from jaxvae.sweep import product, zipped
+
+
+def get_config():
+    return base_config()
+
+
+def get_sweep():
+    # names with quotes, $, backslash and backticks: the --overrides JSON must survive bash and shlex
+    return product({"objective.k": [1, 5]},
+                   zipped({"seed": [0, 1, 2], "name": ["a'b", 'c"d $HOME', "e\\f `x`"]}))
+"""
+SEED_NAMES = ["a'b", 'c"d $HOME', "e\\f `x`"]
+SEED_RUNS = {k: [f"runs/seeds/k={k},name={n},seed={s}" for s, n in enumerate(("a_b", "c_d_HOME", "e_f_x_"))]
+             for k in (1, 5)}
+PASS = "--config.data.manual_dir=it's \"q\" $X"
+
+FAKE_PYTHON = """#!{python}
+import json, os, sys
+print("fake python ran", flush=True)
+with open(os.path.join({root!r}, "argv.jsonl"), "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+@pytest.fixture
+def vec(tmp_path, monkeypatch):
+    """cwd = tmp_path with experiments/seeds.py; the default runner; a fake python that records argv."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JAXVAE_RUN_MODULE", raising=False)
+    monkeypatch.delenv("JAXVAE_VECTORIZED_RUN_MODULE", raising=False)
+    exp = _write_experiment(tmp_path, "seeds", body=SEEDS)
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PYTHON.format(python=sys.executable, root=str(tmp_path)))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return exp, str(fake)
+
+
+def _recorded(tmp_path: Path) -> list[list[str]]:
+    path = tmp_path / "argv.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def _group_argv(k: int, workdirs: list[str], seeds: list[int], passthrough=(PASS,)) -> list[str]:
+    """What jaxvae.vectorized must receive for these members of the seeds sweep (after the python)."""
+    return ["-m", "jaxvae.vectorized", "--config=experiments/seeds.py", *[f"--workdir={w}" for w in workdirs],
+            "--overrides=" + json.dumps([{"objective.k": k, "seed": s, "name": SEED_NAMES[s]} for s in seeds],
+                                        separators=(",", ":")), *passthrough]
+
+
+def _script(tmp_path: Path) -> tuple[str, str, list[int]]:
+    """The sbatch script, its --array value and its COUNT array (runs per task)."""
+    text = (tmp_path / "runs" / "seeds" / "sweep.sbatch").read_text()
+    array = next(l.split("=", 1)[1] for l in text.splitlines() if l.startswith("#SBATCH --array="))
+    count = next(l for l in text.splitlines() if l.startswith("COUNT=("))
+    return text, array, [int(c) for c in count[len("COUNT=("):-1].split()]
+
+
+def _task(tmp_path: Path, i: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(i), SLURM_ARRAY_JOB_ID="42")
+    return subprocess.run(["bash", str(tmp_path / "runs" / "seeds" / "sweep.sbatch")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _finish(workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "results.json").write_text('{"status": "finished"}')
+    (workdir / "status.json").write_text('{"status": "finished", "step": 10}')
+
+
+def test_slurm_with_gpus_runs_one_array_task_per_vectorized_group(vec, tmp_path, capsys):
+    exp, fake = vec
+    assert sweep.main([exp, "--slurm", "--dry-run", "--gpus-per-task=1", "--python", fake, PASS]) == 0
+    out, err = capsys.readouterr()
+    assert "plan: 6 run(s) in 2 process(es); 6 run(s) vectorized in 2 group(s)" in err
+    assert "  vectorized x3: k=1,name=a_b,seed=0, k=1,name=c_d_HOME,seed=1, k=1,name=e_f_x_,seed=2" in err
+    assert "2 array tasks for 6 run(s)" in out
+    text, array, count = _script(tmp_path)
+    assert array == "0-1" and count == [3, 3] and "FIRST=(0 3)\n" in text
+    assert subprocess.run(["bash", "-n", str(tmp_path / "runs" / "seeds" / "sweep.sbatch")]).returncode == 0
+    for i, k in enumerate((1, 5)):  # each task hands its group to jaxvae.vectorized, quotes intact
+        r = _task(tmp_path, i)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "vectorized group of 3 runs, 0 of them finished already" in r.stdout
+        assert _recorded(tmp_path)[-1] == _group_argv(k, SEED_RUNS[k], [0, 1, 2])
+        first, *others = [tmp_path / w for w in SEED_RUNS[k]]
+        log = (first / "log.txt").read_text()
+        assert "slurm 42_" + str(i) in log and "fake python ran" in log  # the process's output: first member
+        for w in others:  # the other members' log.txt says where the log is
+            assert (w / "log.txt").read_text().rstrip().endswith(
+                f"trained in a vectorized group of 3 runs; log: {SEED_RUNS[k][0]}/log.txt")
+    assert len(_recorded(tmp_path)) == 2
+    manifest = json.loads((tmp_path / "runs" / "seeds" / "sweep.json").read_text())
+    assert all(" -m jaxvae.vectorized " in r["command"] for r in manifest["runs"])
+
+
+def test_slurm_vectorize_default_follows_the_gpu_request_and_flags(vec, tmp_path, capsys):
+    exp, fake = vec
+    cases = [  # extra flags -> runs per array task
+        ([], [1] * 6),  # no GPU asked for: one task per run (the login node's devices don't count)
+        (["--gpus-per-task=1"], [3, 3]),
+        (["--sbatch-arg=--gres=gpu:a100:2"], [3, 3]),
+        (["--sbatch-arg=--gpus=1"], [3, 3]),
+        (["--sbatch-arg=--gres=gpu:0"], [1] * 6),
+        (["--gpus-per-task=1", "--no-vectorize"], [1] * 6),
+        (["--gpus-per-task=1", "--vectorize", "2"], [2, 1, 2, 1]),
+        (["--vectorize", "3"], [3, 3]),  # asked for explicitly: also without GPUs
+        (["--gpus-per-task=1", "--vectorize", "1"], [1] * 6),
+    ]
+    for extra, expected in cases:
+        assert sweep.main([exp, "--slurm", "--dry-run", "--python", fake, *extra]) == 0, extra
+        out, err = capsys.readouterr()
+        text, array, count = _script(tmp_path)
+        assert count == expected, extra
+        assert array == f"0-{len(expected) - 1}", extra
+        commands = text[text.index("COMMANDS=(\n"):text.index("\n)\n", text.index("COMMANDS=(\n"))].splitlines()[1:]
+        assert [c.count("--workdir=") for c in commands] == expected, extra
+        assert all((" -m jaxvae.vectorized " in c) == (n > 1) for c, n in zip(commands, expected)), extra
+        assert all(" -m jaxvae.main " in c for c, n in zip(commands, expected) if n == 1), extra
+        assert ("plan: 6 run(s)" in err) == (expected != [1] * 6), extra  # printed when vectorizing
+        assert ("note: one Slurm array task per run" in err) == (extra in ([], ["--sbatch-arg=--gres=gpu:0"]))
+    # what counts as a GPU request
+    parse = lambda *a: sweep.build_parser().parse_args(["x.py", *a])  # noqa: E731
+    for yes in (["--gpus-per-task=2"], ["--sbatch-arg=--gres=gpu"], ["--sbatch-arg=--gres gpu:1"],
+                ["--sbatch-arg=--gres=shard:1,gpu:v100:4"], ["--sbatch-arg=-G 1"],
+                ["--sbatch-arg=--gpus-per-node=a100:8"],
+                ["--sbatch-arg=--tres-per-task=gres/gpu:1"]):
+        assert sweep.slurm_requests_gpus(parse(*yes)), yes
+    for no in ([], ["--gpus-per-task=0"], ["--sbatch-arg=--gres=gpu:0"], ["--sbatch-arg=--gres=shard:2"],
+               ["--sbatch-arg=--account=gpu"], ["--partition=gpu"], ["--sbatch-arg=--mem-per-gpu=8G"]):
+        assert not sweep.slurm_requests_gpus(parse(*no)), no
+
+
+def test_slurm_finished_members_are_left_out_and_finished_groups_skipped(vec, tmp_path, capsys):
+    exp, fake = vec
+    base = tmp_path / "runs" / "seeds"
+    _finish(base / "k=1,name=a_b,seed=0")
+    assert sweep.main([exp, "--slurm", "--dry-run", "--gpus-per-task=1", "--python", fake, PASS]) == 0
+    err = capsys.readouterr().err
+    assert "plan: 6 run(s) in 2 process(es); 5 run(s) vectorized in 2 group(s); 1 finished run(s) skipped" in err
+    assert "  finished (skipped, not regrouped): k=1,name=a_b,seed=0" in err
+    assert "separate processes" not in err
+    text, array, count = _script(tmp_path)
+    assert array == "0-2" and count == [1, 2, 3]
+    r = _task(tmp_path, 0)  # the finished run's task exits at once
+    assert r.returncode == 0 and "already finished: runs/seeds/k=1,name=a_b,seed=0" in r.stdout
+    assert _recorded(tmp_path) == []
+    r = _task(tmp_path, 1)  # the rest of its group: only the unfinished members
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _recorded(tmp_path) == [_group_argv(1, SEED_RUNS[1][1:], [1, 2])]
+    # a group partly finished when the task runs: it runs again (jaxvae.vectorized resumes the members)
+    _finish(base / "k=5,name=c_d_HOME,seed=1")
+    r = _task(tmp_path, 2)
+    assert r.returncode == 0 and "vectorized group of 3 runs, 1 of them finished already" in r.stdout
+    assert _recorded(tmp_path)[-1] == _group_argv(5, SEED_RUNS[5], [0, 1, 2])
+    # a group whose members all finished is skipped
+    for w in SEED_RUNS[5]:
+        _finish(tmp_path / w)
+    r = _task(tmp_path, 2)
+    assert r.returncode == 0 and "already finished: " + " ".join(SEED_RUNS[5]) in r.stdout
+    assert len(_recorded(tmp_path)) == 2
+    # --rerun: every run in the groups again, and the task runs although its runs finished
+    assert sweep.main([exp, "--slurm", "--dry-run", "--gpus-per-task=1", "--python", fake, PASS, "--rerun"]) == 0
+    assert _script(tmp_path)[1:] == ("0-1", [3, 3])
+    r = _task(tmp_path, 1)
+    assert r.returncode == 0 and _recorded(tmp_path)[-1] == _group_argv(5, SEED_RUNS[5], [0, 1, 2])
+
+
+def _remote_argv(gcloud_line_or_args, remote_dir: str) -> list[str]:
+    """The argv the remote shell runs for a gcloud ... --command='cd DIR && ...' call."""
+    args = shlex.split(gcloud_line_or_args) if isinstance(gcloud_line_or_args, str) else gcloud_line_or_args
+    [command] = [a[len("--command="):] for a in args if a.startswith("--command=")]
+    prefix = f"cd {remote_dir} && "
+    assert command.startswith(prefix), command
+    return shlex.split(command[len(prefix):])
+
+
+def test_tpu_hosts_vectorize_one_gcloud_command_per_group(vec, tmp_path, capsys, monkeypatch):
+    exp, fake = vec
+    assert sweep.main([exp, "--tpu-hosts", "my-tpu", "--dry-run", "--root", "gs://b/runs", PASS]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2 and "plan: 6 run(s) in 2 process(es); 6 run(s) vectorized in 2 group(s)" in err
+    for line, k in zip(lines, (1, 5)):
+        assert line.startswith("gcloud compute tpus tpu-vm ssh my-tpu --worker=all ")
+        assert _remote_argv(line, "~/jaxvae") == ["python3"] + _group_argv(
+            k, [w.replace("runs/", "gs://b/runs/", 1) for w in SEED_RUNS[k]], [0, 1, 2])
+    assert sweep.main([exp, "--tpu-hosts", "my-tpu", "--dry-run", "--vectorize", "2"]) == 0
+    assert [l.count("--workdir=") for l in capsys.readouterr().out.splitlines()] == [2, 1, 2, 1]
+    assert sweep.main([exp, "--tpu-hosts", "my-tpu", "--dry-run", "--no-vectorize"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and all(" -m jaxvae.main " in l for l in lines)
+
+    # launched: a fake gcloud runs the --command string through a real shell (as ssh does on each host)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    gcloud = fake_bin / "gcloud"
+    gcloud.write_text('#!/bin/bash\nfor a in "$@"; do case "$a" in --command=*) bash -c "${a#--command=}";; '
+                      'esac; done\n')
+    gcloud.chmod(gcloud.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    assert sweep.main([exp, "--tpu-hosts", "my-tpu", "--root", "gs://b/runs", "--tpu-remote-dir", str(tmp_path),
+                       "--python", fake, "--no-report", PASS]) == 0
+    out = capsys.readouterr().out
+    assert "Sweep summary: 6 runs: 6 finished" in out
+    gs = {k: [w.replace("runs/", "gs://b/runs/", 1) for w in SEED_RUNS[k]] for k in (1, 5)}
+    assert _recorded(tmp_path) == [_group_argv(1, gs[1], [0, 1, 2]), _group_argv(5, gs[5], [0, 1, 2])]
+    log = tmp_path / "runs" / "seeds" / "tpu_logs" / "k=5,name=a_b,seed=0+2_more" / "log.txt"
+    assert "fake python ran" in log.read_text()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -134,11 +134,23 @@ def test_stopped_group_resumes_to_the_uninterrupted_numbers(runs, tmp_path):
         st = json.loads((d / "status.json").read_text())
         assert st["status"] == "preempted" and st["step"] == 27
         assert not (d / "results.json").exists()
+    first = [json.loads((d / "progress.json").read_text()) for d in dirs]
+    assert [p["step"] for p in first] == [27, 27] and all(p["trained_examples"] == 27 * 50 for p in first)
     lines = []
     resumed = V.train_group(configs, dirs, log=lines.append)
     assert any("resuming from checkpoint at step 27" in l for l in lines)
-    for r, full in zip(resumed, runs["group"][:2]):
+    for r, full, p in zip(resumed, runs["group"][:2], first):
         assert_same_results(r, full, rtol=1e-5)
+        # time and throughput accumulate over both segments (progress.json), as for solo runs
+        assert r["train"]["wall_time_s"] > p["wall_time_s"] > 0 and r["train"]["examples_per_s"] > 0
+    # running the finished group again re-evaluates without losing the training time
+    again = V.train_group(configs, dirs, log=quiet)
+    for r, a in zip(resumed, again):
+        assert_same_results(a, r, rtol=1e-6)
+        # (progress.json is written at the last checkpoint, a moment before the first run's loop ended)
+        assert a["train"]["wall_time_s"] == pytest.approx(r["train"]["wall_time_s"], rel=0.1)
+        assert a["valid"] == r["valid"]
+        assert a["train"]["examples_per_s"] == pytest.approx(r["train"]["examples_per_s"])
 
 
 def test_members_resume_from_different_steps(runs, tmp_path):
