@@ -12,10 +12,12 @@ afterwards ``jax.devices()`` lists every host's devices and the mesh spans them 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -64,13 +66,10 @@ def make_group_mesh(num_devices: int, members: int, member_shards: int = 0) -> M
     devices = make_mesh(num_devices).devices.reshape(-1)
     n = len(devices)
     if not member_shards:
-        member_shards = math.gcd(members, n) if jax.process_count() == 1 else 1
+        member_shards = math.gcd(members, n)
     if n % member_shards or members % member_shards:
         raise ValueError(f"parallel.member_shards={member_shards} must divide both the {members} members of "
                          f"the group and the {n} devices; use a common divisor (or 0 for automatic)")
-    if member_shards > 1 and jax.process_count() > 1:
-        raise ValueError("parallel.member_shards > 1 is not supported across several processes (hosts) yet; "
-                         "set parallel.member_shards=1 (members are then data-parallel over every host)")
     return Mesh(devices.reshape(member_shards, n // member_shards), (MEMBER_AXIS, DATA_AXIS))
 
 
@@ -120,6 +119,29 @@ def put(tree, sharding: NamedSharding):
         return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
     return jax.tree_util.tree_map(place, tree)
+
+
+def fetch(tree, mesh: Mesh | None = None):
+    """Host (numpy) copies of a pytree of arrays, also of arrays sharded over several processes' devices
+    (gathered through a jitted copy replicated over ``mesh`` first; every process must call it)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if mesh is not None and any(isinstance(x, jax.Array) and not x.is_fully_addressable and
+                                not x.is_fully_replicated for x in leaves):
+        tree = jax.jit(lambda t: t, out_shardings=replicated(mesh))(tree)
+    return jax.tree_util.tree_map(
+        lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) and not x.is_fully_addressable
+        else np.asarray(x), tree)
+
+
+def take(tree, index, mesh: Mesh):
+    """``tree``'s leaves indexed along their leading axis (an int or an integer array), replicated over
+    ``mesh``: one jitted gather, so it works on arrays spread over several processes."""
+    return _take_jit(mesh)(tree, jnp.asarray(index))
+
+
+@functools.lru_cache(maxsize=None)
+def _take_jit(mesh: Mesh):
+    return jax.jit(lambda t, i: jax.tree_util.tree_map(lambda a: a[i], t), out_shardings=replicated(mesh))
 
 
 def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:

@@ -40,7 +40,7 @@ tolerance: vmapped matmuls may sum in another order).
 * Devices: a ("member", "data") mesh over ``parallel.num_devices`` devices (``parallel.make_group_mesh``):
   the members are split into ``parallel.member_shards`` device groups (default gcd(members, devices)),
   each member's batch is data-parallel over its group's devices. Tested on 4 forced CPU devices (1x4 data,
-  2x2, 4x1): the same numbers as one device. Single-process only for member_shards > 1.
+  2x2, 4x1) and on 2 processes (members split over them, or data-parallel): the same numbers as one device.
 * The update of step t is one ``lax.cond`` for the whole group on "every active member's loss and gradient
   are finite" (``train.make_train_step(member_axis=...)``), so the common case is a plain vmapped Adam
   update; only a step where some member is bad pays for per-member selects.
@@ -126,9 +126,11 @@ def _stack(trees):
 
 
 def _member(stacked, i: int, mesh=None):
-    """Member i's unstacked pytree; with ``mesh``, replicated over it (where evaluation runs)."""
-    one = jax.tree_util.tree_map(lambda a: a[i], stacked)
-    return one if mesh is None else parallel.replicate(one, mesh)
+    """Member i's unstacked pytree; with ``mesh``, replicated over it (where evaluation runs; a jitted
+    gather, so it also works when the members are spread over several processes)."""
+    if mesh is None:
+        return jax.tree_util.tree_map(lambda a: a[i], stacked)
+    return parallel.take(stacked, i, mesh)
 
 
 def make_group_steps(model, config, tx, tx_for, steps_per_epoch: int, batch_size: int, mesh,
@@ -221,7 +223,7 @@ def _evaluate_together(model, stacked, members, spec, mesh, log, what: str) -> d
         ms, xs, keys, seeds, kws = zip(*entries)
         idx = jnp.asarray([m.i for m in ms])
         try:
-            params = parallel.replicate(jax.tree_util.tree_map(lambda a: a[idx], stacked.params), mesh)
+            params = parallel.take(stacked.params, idx, mesh)
             res = evaluate_members(model, params, list(xs), list(keys), list(seeds), mesh=mesh, **kws[0])
         except Exception as e:  # noqa: BLE001 - the sequential path below still evaluates these members
             log(f"vectorized {what} evaluation of members {', '.join(m.label for m in ms)} failed "
@@ -303,7 +305,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
             m.progress = R.load_progress(m.workdir, restored_step)
             m.valid_result = m.progress["valid"]
             m.step = int(state.step)
-            m.writer = MetricWriter(m.workdir, resume_step=m.step)
+            m.writer = MetricWriter(m.workdir, resume_step=m.step, enabled=jax.process_index() == 0)
             every = m.config.train.log_every_steps
             m.next_log = (m.step // every + 1) * every
             states.append(state)
@@ -351,8 +353,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                 t0 = time.time()
                 stacked, info = group_steps(stacked, x_train, hp, parallel.put(np.asarray(active), by_member),
                                             num)
-                info = jax.device_get(info)
-                steps = np.asarray(jax.device_get(stacked.step))
+                info = parallel.fetch(info, group_mesh)
+                steps = parallel.fetch(stacked.step, group_mesh)
                 dt = time.time() - t0
                 valid_now = {}
                 if vectorized_eval:  # the members that validate after this dispatch, evaluated together

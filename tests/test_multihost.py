@@ -42,3 +42,50 @@ def test_two_processes_equal_one(tmp_path):
         assert abs(r1["iwae"][k] - r2["iwae"][k]) <= 1e-4 * abs(r1["iwae"][k])
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(set(lines))  # only process 0 writes metrics
+
+
+GROUP_ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs=1", "--config.eval.ks=(1,5)",
+              "--config.eval.images=False", "--config.train.eval_every_epochs=0", "--config.eval.max_examples=200",
+              '--overrides=[{"seed": 0}, {"seed": 1, "train.learning_rate": 0.003}]']
+
+
+def _group_results(root):
+    return [json.loads((root / f"m{i}" / "results.json").read_text())["test"] for i in range(2)]
+
+
+def test_vectorized_group_on_two_processes_equals_one(tmp_path):
+    """A vectorized group of 2 members trained by two processes (one CPU device each), with the members split
+    over the processes (parallel.member_shards=2) or both members data-parallel over them (member_shards=1),
+    gives the single-process numbers."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, "-m", "jaxvae.vectorized"]
+
+    def wd(name):
+        return [f"--workdir={tmp_path / name / f'm{i}'}" for i in range(2)]
+
+    one = subprocess.run(cmd + GROUP_ARGS + wd("one"), cwd=repo, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    ref = _group_results(tmp_path / "one")
+    for shards in (2, 1):
+        port = _free_port()
+        name = f"two_{shards}"
+        procs = [subprocess.Popen(
+            cmd + GROUP_ARGS + wd(name) + [
+                f"--config.parallel.coordinator_address=127.0.0.1:{port}", "--config.parallel.num_processes=2",
+                f"--config.parallel.process_id={i}", f"--config.parallel.member_shards={shards}"],
+            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+        for p, out in zip(procs, outs):
+            assert p.returncode == 0, out[-3000:]
+        assert f"devices: 2 = {shards} member group(s) x {2 // shards} data-parallel" in outs[0]
+        got = _group_results(tmp_path / name)
+        for a, b in zip(got, ref):
+            for key in ("elbo", "reconstruction", "kl"):
+                assert abs(a[key] - b[key]) <= 1e-4 * abs(b[key]), (shards, key, a[key], b[key])
+            for k in b["iwae"]:
+                assert abs(a["iwae"][k] - b["iwae"][k]) <= 1e-4 * abs(b["iwae"][k])
+        for i in range(2):
+            lines = (tmp_path / name / f"m{i}" / "metrics.jsonl").read_text().splitlines()
+            assert len(lines) == len(set(lines))  # only process 0 writes metrics
