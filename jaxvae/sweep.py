@@ -562,7 +562,8 @@ def _write_json(path: str, data: dict) -> None:
 
 
 class _Launcher:
-    def __init__(self, jobs: list[Job], parallel: int, gpus: list[str], skip_finished: bool = True):
+    def __init__(self, jobs: list[Job], parallel: int, gpus: list[str], skip_finished: bool = True,
+                 pin_cpus: bool = True):
         self.jobs = jobs
         self.parallel = max(1, parallel)
         self.gpus = gpus if self.parallel > 1 else []
@@ -570,6 +571,8 @@ class _Launcher:
         self.running: dict[int, tuple[subprocess.Popen, Job, float, str | None, Any]] = {}
         self.outcomes: dict[int, Outcome] = {}
         self.stop = 0  # signals received
+        self.cpu_slots = cpu_slots(self.parallel) if not self.gpus and pin_cpus else []
+        self.slot_of: dict[int, int] = {}  # running job -> its cpu slot
 
     def _on_signal(self, signum, frame):  # noqa: ARG002
         self.stop += 1
@@ -607,13 +610,21 @@ class _Launcher:
             env["CUDA_VISIBLE_DEVICES"] = dev
             if self.parallel > len(self.gpus):  # several runs share a GPU: don't grab 75% each
                 env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        cores = None
+        if self.cpu_slots:  # CPU-only parallel runs: each on its own cores (see cpu_slots)
+            used = [self.slot_of[j] for j in self.running if j in self.slot_of]
+            slot = min(range(len(self.cpu_slots)), key=lambda k: (used.count(k), k))
+            self.slot_of[i] = slot
+            cores = self.cpu_slots[slot]
         cmd = shlex.join(job.argv)
         log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the process ends
         log.write(f"\n=== {_now()} launch on {socket.gethostname()}"
-                  f"{'' if dev is None else ' CUDA_VISIBLE_DEVICES=' + dev}: {cmd}\n".encode())
+                  f"{'' if dev is None else ' CUDA_VISIBLE_DEVICES=' + dev}"
+                  f"{'' if cores is None else ' cpus=' + ','.join(map(str, cores))}: {cmd}\n".encode())
         log.flush()
         proc = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+                                env=env, start_new_session=True,
+                                preexec_fn=None if cores is None else (lambda: os.sched_setaffinity(0, cores)))
         start = time.time()
         _write_json(job.launch_path,
                     {"command": cmd, "argv": job.argv, "start": _now(), "end": None, "exit_code": None,
@@ -624,6 +635,7 @@ class _Launcher:
 
     def _finish(self, i: int, rc: int) -> None:
         proc, job, start, dev, log = self.running.pop(i)
+        self.slot_of.pop(i, None)
         log.close()
         secs = time.time() - start
         info = _read_json(job.launch_path) or {}
@@ -669,6 +681,21 @@ class _Launcher:
             for s, h in old.items():
                 signal.signal(s, h)
         return [self.outcomes[i] for i in range(len(self.jobs))]
+
+
+def cpu_slots(parallel: int) -> list[list[int]]:
+    """The CPUs this process may use, split into ``parallel`` contiguous slots ([] when there is nothing to
+    split: one slot, fewer than 2 CPUs, or no ``sched_setaffinity``). Runs launched side by side on a
+    CPU-only host each get their own slot: XLA sizes its thread pools from the affinity mask, so two runs no
+    longer fight over every core (measured: docs/sweeps.md)."""
+    if parallel <= 1 or not hasattr(os, "sched_getaffinity"):
+        return []
+    cpus = sorted(os.sched_getaffinity(0))
+    n = min(parallel, len(cpus))
+    if n <= 1:
+        return []
+    bounds = [len(cpus) * k // n for k in range(n + 1)]
+    return [cpus[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def per_run_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
@@ -891,6 +918,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "host, for --slurm when the sbatch options ask for GPUs (--gpus-per-task, "
                         "--sbatch-arg=--gpus=/--gres=gpu...), and for --tpu-hosts; otherwise off")
     p.add_argument("--no-vectorize", action="store_true", help="one process per run")
+    p.add_argument("--no-pin", action="store_true",
+                   help="with --parallel N on a host without GPUs, don't give each run its own share of the "
+                        "CPUs (by default the CPUs are split into N slots and each run is pinned to one)")
     g = p.add_argument_group("Slurm (--slurm writes ROOT/<stem>/sweep.sbatch, an array job, and submits it)")
     g.add_argument("--slurm", action="store_true")
     g.add_argument("--job-name", default=None, help="default: jaxvae-<experiment stem>")
@@ -1038,7 +1068,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"running {len(jobs)} run(s), {parallel} at a time"
               + (f" on GPUs {','.join(gpus)}" if gpus else " (CPU processes)"), flush=True)
     _write_manifest(sweep_dir, args, runs, jobs)
-    outcomes = _Launcher(jobs, parallel, gpus, skip_finished=not (args.rerun or args.tpu_hosts)).run()
+    outcomes = _Launcher(jobs, parallel, gpus, skip_finished=not (args.rerun or args.tpu_hosts),
+                         pin_cpus=not args.no_pin).run()
     outcomes = per_run_outcomes(outcomes)
     print_summary(outcomes)
 

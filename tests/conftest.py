@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from runhelpers import RESUME, SLOW_SAVE_ENV, check_ok, run_main
 
 from jaxvae.model import VAE
 
@@ -62,3 +65,28 @@ def linear_gaussian() -> LinearGaussian:
     model = VAE(D, d, encoder_hidden=(), decoder_hidden=(), likelihood="gaussian", obs_variance=s2,
                 decoder_output_act="identity")
     return LinearGaussian(model, W, b, s2, x.astype(np.float32))
+
+
+# -- subprocess runs of ``python -m jaxvae.main`` (tests/runhelpers.py) --------------------------------
+@pytest.fixture(scope="session")
+def run_env(tmp_path_factory) -> dict:
+    """The environment of every subprocess run: one persistent JAX compilation cache for the session
+    (``JAX_COMPILATION_CACHE_DIR`` under the session's pytest temp dir; ``JAXVAE_TEST_JAX_CACHE``
+    overrides it), so only the first run of each shape compiles. The cache holds the same executables an
+    uncached run would compile, so it does not change any number. The slow-save test hook is never
+    inherited (tests that want it pass ``slow_save`` to ``start_main``)."""
+    env = dict(os.environ)
+    cache = os.environ.get("JAXVAE_TEST_JAX_CACHE") or str(tmp_path_factory.getbasetemp() / "jax_cache")
+    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    env.pop(SLOW_SAVE_ENV, None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def resume_reference(run_env, tmp_path_factory) -> Path:
+    """The uninterrupted RESUME run (81 steps), once per session: what interrupted-and-resumed runs in
+    tests/test_runner.py and tests/test_reliability.py must reproduce exactly."""
+    ref = tmp_path_factory.getbasetemp() / "resume_reference"
+    check_ok(run_main(run_env, ref, *RESUME))
+    return ref

@@ -1,14 +1,58 @@
-"""Helpers shared by the subprocess-driven runner tests (test_runner.py, test_reliability.py)."""
+"""Helpers shared by the subprocess-driven runner tests (test_runner.py, test_reliability.py).
+
+Runs go through ``python -m jaxvae.main`` in a subprocess with the environment of the ``run_env`` fixture
+(tests/conftest.py: one persistent JAX compilation cache for the session). The uninterrupted RESUME run is
+the ``resume_reference`` fixture there, computed once per session.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from jaxvae.checkpoints import SLOW_SAVE_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = "experiments/quickstart.py"
+
+# quickstart on the embedded digits (1397 train examples, batch 50: 27 steps an epoch) with a tiny
+# evaluation. Every quickstart run in the tests shares these settings (they fix the compiled shapes), so
+# later runs reuse the first one's compiled programs from the cache.
+SMALL = ["--config.train.steps_per_dispatch=2", "--config.eval.ks=(1,5,50)", "--config.eval.max_examples=100",
+         "--config.eval.valid_k=5", "--config.eval.valid_examples=100", "--config.train.log_every_steps=2",
+         "--config.train.checkpoint_every_epochs=1"]
+NO_IMAGES = "--config.eval.images=False"
+# 3 epochs, 81 steps: checkpoints at 27, 54 (with validation, also the best) and 81.
+RESUME = [*SMALL, "--config.train.num_epochs=3", "--config.train.eval_every_epochs=2", NO_IMAGES]
+
+
+def cmd(workdir, *overrides, config=QUICKSTART) -> list[str]:
+    return [sys.executable, "-m", "jaxvae.main", f"--config={config}", f"--workdir={workdir}", *overrides]
+
+
+def run_main(env, workdir, *overrides, config=QUICKSTART, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd(workdir, *overrides, config=config), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_main(env, workdir, *overrides, slow_save=None) -> tuple[subprocess.Popen, Path, Path]:
+    """Starts a run in the background; stdout/stderr go to files (no pipe to fill up). ``slow_save``:
+    seconds by which each checkpoint commit is delayed (the JAXVAE_TEST_SLOW_SAVE_S test hook)."""
+    workdir = Path(workdir)
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    n = len(list(workdir.parent.glob(f"{workdir.name}.launch*.out")))
+    out, err = (workdir.parent / f"{workdir.name}.launch{n}.{s}" for s in ("out", "err"))
+    extra = {SLOW_SAVE_ENV: str(slow_save)} if slow_save else {}
+    with out.open("w") as fo, err.open("w") as fe:
+        proc = subprocess.Popen(cmd(workdir, *overrides), cwd=ROOT, env={**env, **extra}, stdout=fo,
+                                stderr=fe, text=True)
+    return proc, out, err
 
 
 def status(workdir) -> dict:

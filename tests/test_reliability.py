@@ -1,6 +1,7 @@
 """Reliability: config errors before any compute, preemption and kill -9, corrupt checkpoints, numerical
-faults, an unwritable or full disk, bad data. Subprocess runs share the JAX compilation cache of
-tests/test_runner.py (same settings, same session temp dir).
+faults, an unwritable or full disk, bad data. Subprocess runs use the helpers of tests/runhelpers.py and
+the ``run_env``/``resume_reference`` fixtures of tests/conftest.py, as tests/test_runner.py does (one
+compilation cache and one uninterrupted reference run per session).
 """
 
 from __future__ import annotations
@@ -10,69 +11,28 @@ import importlib.util
 import json
 import logging
 import math
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from runhelpers import assert_trees_equal, check_ok, load_checkpoint, status, step_dirs, wait_for
+from runhelpers import (QUICKSTART, RESUME, ROOT, SMALL, assert_trees_equal, check_ok, cmd, load_checkpoint,
+                        run_main, start_main, status, step_dirs, wait_for)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxvae import checkpoints as ckpt_lib
 from jaxvae import runner as R
 from jaxvae import validation
 from jaxvae.checkpoints import CheckpointError, Checkpoints
 from jaxvae.configs import base_config
 from jaxvae.validation import ConfigError, validate_config
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = "experiments/quickstart.py"
-SMALL = ["--config.train.steps_per_dispatch=2", "--config.eval.ks=(1,5,50)", "--config.eval.max_examples=100",
-         "--config.eval.valid_k=5", "--config.eval.valid_examples=100", "--config.train.log_every_steps=2",
-         "--config.train.checkpoint_every_epochs=1"]
-RESUME = [*SMALL, "--config.train.num_epochs=3", "--config.train.eval_every_epochs=2",
-          "--config.eval.images=False"]  # 81 steps; the same runs as tests/test_runner.py
 
-
-# -- helpers (as in tests/test_runner.py) --------------------------------------------------------------
-@pytest.fixture(scope="session")
-def run_env(tmp_path_factory) -> dict:
-    env = dict(os.environ)
-    cache = os.environ.get("JAXVAE_TEST_JAX_CACHE") or str(tmp_path_factory.getbasetemp() / "jax_cache")
-    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-    env.pop(ckpt_lib.SLOW_SAVE_ENV, None)
-    return env
-
-
-def cmd(workdir, *overrides, config=QUICKSTART) -> list[str]:
-    return [sys.executable, "-m", "jaxvae.main", f"--config={config}", f"--workdir={workdir}", *overrides]
-
-
-def run_main(env, workdir, *overrides, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd(workdir, *overrides), cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def start_main(env, workdir, *overrides, slow_save=None):
-    workdir = Path(workdir)
-    n = len(list(workdir.parent.glob(f"{workdir.name}.launch*.out")))
-    out, err = (workdir.parent / f"{workdir.name}.launch{n}.{s}" for s in ("out", "err"))
-    extra = {ckpt_lib.SLOW_SAVE_ENV: str(slow_save)} if slow_save else {}
-    with out.open("w") as fo, err.open("w") as fe:
-        proc = subprocess.Popen(cmd(workdir, *overrides), cwd=ROOT, env={**env, **extra}, stdout=fo,
-                                stderr=fe, text=True)
-    return proc, out, err
-
-
+# -- helpers -----------------------------------------------------------------------------------------------
 def tmp_dirs(workdir) -> list[str]:
     d = Path(workdir) / "checkpoints" / "latest"
     return sorted(p.name for p in d.iterdir() if "orbax-checkpoint-tmp" in p.name) if d.is_dir() else []
@@ -536,14 +496,11 @@ def test_check_data_against_the_likelihood():
 
 
 # -- preemption, kill -9 and a corrupt newest checkpoint, resumed to the same final state ----------------
-@pytest.fixture(scope="session")
-def resume_reference(run_env, tmp_path_factory) -> Path:
-    """The uninterrupted RESUME run, shared with tests/test_runner.py (same session temp dir)."""
-    ref = tmp_path_factory.getbasetemp() / "resume_reference"
-    if not (ref / "results.json").exists():
-        shutil.rmtree(ref, ignore_errors=True)
-        check_ok(run_main(run_env, ref, *RESUME))
-    return ref
+# Seconds by which the interrupted runs below delay each checkpoint commit (the slow-save test hook). Once
+# compiled, 27 steps of training take ~0.1 s, so the slowed commits are what gives the test time to react
+# to what it observes (it polls every 0.02 s) before the run moves past the point it means to interrupt;
+# each step below has at least this long, enough even on a loaded machine.
+SLOW_SAVE_S = 2.0
 
 
 def test_kill_9_sigint_and_corrupt_checkpoint_then_resume_equals_uninterrupted(run_env, resume_reference,
@@ -551,33 +508,38 @@ def test_kill_9_sigint_and_corrupt_checkpoint_then_resume_equals_uninterrupted(r
     ref = resume_reference
     work = tmp_path / "interrupted"
 
-    # 1. kill -9 in the middle of writing the first checkpoint (step 27; its commit is slowed down).
-    proc, out, _ = start_main(run_env, work, *RESUME, slow_save=1.5)
+    # 1. kill -9 in the middle of writing the first checkpoint (step 27): its temporary folder is there and
+    # the commit (the rename to 27) waits SLOW_SAVE_S seconds.
+    proc, out, _ = start_main(run_env, work, *RESUME, slow_save=SLOW_SAVE_S)
     wait_for(lambda: tmp_dirs(work), proc, "the first checkpoint write")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert step_dirs(work) == [] and tmp_dirs(work)  # only a temporary folder: never a broken step
 
-    # 2. Starts over (nothing completed), then kill -9 somewhere in training after step 27's checkpoint.
-    proc, out, _ = start_main(run_env, work, *RESUME, slow_save=0.3)
+    # 2. Starts over (nothing completed), then kill -9 in training after step 27's checkpoint. The next
+    # checkpoint (54) comes after the validation at 54 and a slowed commit, so the kill lands before it.
+    proc, out, _ = start_main(run_env, work, *RESUME, slow_save=SLOW_SAVE_S)
     wait_for(lambda: status(work).get("step", 0) >= 31 and 27 in step_dirs(work), proc, "training past step 27")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert "resuming" not in out.read_text()
-    completed = step_dirs(work)
-    for s in completed:  # every finished step restores
-        load_checkpoint(work, s)
+    # Step 3 needs checkpoints still to come: resumed from 54, the run would reach its end (81) within
+    # ~0.1 s, too soon to interrupt it reliably.
+    assert step_dirs(work) == [27], f"the kill came too late: {status(work)}, steps {step_dirs(work)}"
+    load_checkpoint(work, 27)  # the finished step restores
 
-    # 3. Resumes from the last completed checkpoint (lost: only the work since), then SIGINT -> exit 3.
-    proc, out, err = start_main(run_env, work, *RESUME, slow_save=0.3)
-    resumed = f"resuming from checkpoint at step {completed[-1]}"
-    wait_for(lambda: resumed in out.read_text() and status(work).get("step", 0) > completed[-1], proc,
-             "resumed training")  # (status.json still shows the killed run's step until the new one runs)
+    # 3. Resumes from the last completed checkpoint (lost: only the work since), then SIGINT -> exit 3. The
+    # new run writes status.json (step 0) before it resumes, so step > 27 is its own training. The SIGINT
+    # lands in training or validation before 54 or during 54's slowed commits, long before the end (81).
+    proc, out, err = start_main(run_env, work, *RESUME, slow_save=SLOW_SAVE_S)
+    wait_for(lambda: "resuming from checkpoint at step 27" in out.read_text() and status(work).get("step", 0) > 27,
+             proc, "resumed training")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 3, err.read_text()
     assert "Traceback" not in err.read_text() and "preempted" in err.read_text()
     st = status(work)
     assert st["status"] == "preempted" and step_dirs(work)[-1] == st["step"] < 81
+    assert step_dirs(work)[0] == 27
 
     # 4. The newest checkpoint gets corrupted: the next launch warns, uses the one before, finishes.
     newest, previous = step_dirs(work)[-1], step_dirs(work)[-2]

@@ -1,71 +1,25 @@
 """End-to-end tests of ``python -m jaxvae.main``: real (tiny) runs in subprocesses.
 
-Every run shares one persistent JAX compilation cache (``JAX_COMPILATION_CACHE_DIR`` under the session's
-pytest temp dir; ``JAXVAE_TEST_JAX_CACHE`` overrides it), so only the first run of each shape compiles.
-The cache holds the same executables an uncached run would compile, so it does not change any number.
+Every run shares one persistent JAX compilation cache (the ``run_env`` fixture, tests/conftest.py), so
+only the first run of each shape compiles; the run helpers and argument lists are in tests/runhelpers.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from runhelpers import assert_trees_equal, check_ok, load_checkpoint, status, step_dirs, wait_for
+from runhelpers import (NO_IMAGES, RESUME, SMALL, assert_trees_equal, check_ok, load_checkpoint, run_main,
+                        start_main, status, step_dirs, wait_for)
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = "experiments/quickstart.py"
 IWAE_MNIST = "experiments/iwae_mnist.py"
-
-# quickstart on the embedded digits (1397 train examples, batch 50: 27 steps an epoch) with a tiny
-# evaluation. Every quickstart run here shares these settings (they fix the compiled shapes), so later
-# runs reuse the first one's compiled programs from the cache.
-SMALL = ["--config.train.steps_per_dispatch=2", "--config.eval.ks=(1,5,50)", "--config.eval.max_examples=100",
-         "--config.eval.valid_k=5", "--config.eval.valid_examples=100", "--config.train.log_every_steps=2",
-         "--config.train.checkpoint_every_epochs=1"]
-NO_IMAGES = "--config.eval.images=False"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def run_env(tmp_path_factory) -> dict:
-    env = dict(os.environ)
-    cache = os.environ.get("JAXVAE_TEST_JAX_CACHE") or str(tmp_path_factory.getbasetemp() / "jax_cache")
-    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-    env.pop("JAXVAE_TEST_SLOW_SAVE_S", None)
-    return env
-
-
-def cmd(workdir, *overrides, config=QUICKSTART) -> list[str]:
-    return [sys.executable, "-m", "jaxvae.main", f"--config={config}", f"--workdir={workdir}", *overrides]
-
-
-def run_main(env, workdir, *overrides, config=QUICKSTART, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd(workdir, *overrides, config=config), cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def start_main(env, workdir, *overrides, extra_env=None) -> tuple[subprocess.Popen, Path, Path]:
-    """Starts a run in the background; stdout/stderr go to files (no pipe to fill up)."""
-    workdir = Path(workdir)
-    workdir.parent.mkdir(parents=True, exist_ok=True)
-    n = len(list(workdir.parent.glob(f"{workdir.name}.launch*.out")))
-    out, err = (workdir.parent / f"{workdir.name}.launch{n}.{s}" for s in ("out", "err"))
-    with out.open("w") as fo, err.open("w") as fe:
-        proc = subprocess.Popen(cmd(workdir, *overrides), cwd=ROOT, env={**env, **(extra_env or {})},
-                                stdout=fo, stderr=fe, text=True)
-    return proc, out, err
-
-
 def results(workdir) -> dict:
     return json.loads((Path(workdir) / "results.json").read_text())
 
@@ -185,26 +139,13 @@ def test_tiny_binarized_mnist_from_files(run_env, tmp_path):
     assert r["train"]["steps"] == 53
 
 
-# -- resume equals uninterrupted ---------------------------------------------------------------------
-RESUME = [*SMALL, "--config.train.num_epochs=3", "--config.train.eval_every_epochs=2", NO_IMAGES]
-
-
-@pytest.fixture(scope="session")
-def resume_reference(run_env, tmp_path_factory) -> Path:
-    """The uninterrupted RESUME run; tests/test_reliability.py reuses it (same session temp dir)."""
-    ref = tmp_path_factory.getbasetemp() / "resume_reference"
-    if not (ref / "results.json").exists():
-        shutil.rmtree(ref, ignore_errors=True)
-        check_ok(run_main(run_env, ref, *RESUME))
-    return ref
-
-
+# -- resume equals uninterrupted (the uninterrupted RESUME run: the resume_reference fixture) ---------
 def test_resume_after_sigterm_equals_uninterrupted(run_env, resume_reference, tmp_path):
     ref = resume_reference
     work = tmp_path / "interrupted"
     # Slow checkpoint commits (a test hook, see jaxvae/checkpoints.py) keep the run busy long enough
     # for the signal to land mid-training.
-    proc, out, err = start_main(run_env, work, *RESUME, extra_env={"JAXVAE_TEST_SLOW_SAVE_S": "1"})
+    proc, out, err = start_main(run_env, work, *RESUME, slow_save=1)
     wait_for(lambda: status(work).get("step", 0) > 0, proc, "the first dispatch")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 3, err.read_text()

@@ -48,7 +48,9 @@ def main(argv):
     os.makedirs(wd, exist_ok=True)
     start = time.time()
     with open(os.path.join(wd, "launches.txt"), "a") as f:
-        f.write(json.dumps({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start}) + "\\n")
+        f.write(json.dumps({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start,
+                            "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                            else None}) + "\\n")
     _status(wd, "running", 0)
     print("fake run", c.objective.name, c.objective.k, "seed", c.seed, flush=True)
     if c.train.num_epochs == 999:
@@ -240,6 +242,26 @@ def test_dry_run_prints_commands_with_passthrough(tmp_path, capsys, monkeypatch)
 
 def _launches(workdir: Path) -> list[dict]:
     return [json.loads(l) for l in (workdir / "launches.txt").read_text().splitlines()]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and >= 2 CPUs")
+def test_parallel_cpu_runs_get_their_own_cpus(tmp_path, env):
+    """Without GPUs, --parallel 2 pins each run to its half of the CPUs (XLA sizes its thread pools from
+    the affinity mask, so the two runs no longer share every core); --no-pin leaves them all."""
+    exp = _write_experiment(tmp_path)
+    env = dict(env, FAKE_SLEEP="0.5", PATH="/usr/bin:/bin")  # no nvidia-smi: a CPU-only host
+    mine = sorted(os.sched_getaffinity(0))
+    p = _launch([exp, "--parallel", "2", "--no-report", "--no-vectorize"], tmp_path, env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    sets = [tuple(_launches(tmp_path / "runs" / "tiny" / n)[0]["cpus"])
+            for n in ("k=1,seed=0", "k=1,seed=1", "k=5,seed=0", "k=5,seed=1")]
+    half = len(mine) // 2
+    assert set(sets) == {tuple(mine[:half]), tuple(mine[half:])}, sets
+    assert "cpus=" in (tmp_path / "runs" / "tiny" / "k=1,seed=0" / "log.txt").read_text()
+    p = _launch([exp, "--parallel", "2", "--no-report", "--no-vectorize", "--no-pin", "--rerun"], tmp_path, env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert _launches(tmp_path / "runs" / "tiny" / "k=1,seed=0")[-1]["cpus"] == mine
 
 
 def test_launch_parallel_then_skip(tmp_path, env):
