@@ -45,7 +45,7 @@ def test_two_processes_equal_one(tmp_path):
 
 
 GROUP_ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs=1", "--config.eval.ks=(1,5)",
-              "--config.eval.images=False", "--config.train.eval_every_epochs=0", "--config.eval.max_examples=200",
+              "--config.eval.images=True",  # pictures: process 0 alone, from host copies of the parameters "--config.train.eval_every_epochs=0", "--config.eval.max_examples=200",
               '--overrides=[{"seed": 0}, {"seed": 1, "train.learning_rate": 0.003}]']
 
 
@@ -89,3 +89,4 @@ def test_vectorized_group_on_two_processes_equals_one(tmp_path):
         for i in range(2):
             lines = (tmp_path / name / f"m{i}" / "metrics.jsonl").read_text().splitlines()
             assert len(lines) == len(set(lines))  # only process 0 writes metrics
+            assert (tmp_path / name / f"m{i}" / "samples.png").exists()
