@@ -71,6 +71,21 @@ def write_progress(workdir: Path, step: int, prior: dict, wall_s: float, train_s
         "valid": {"iwae": valid["iwae"]} if valid else prior.get("valid")})
 
 
+def due_for_validation(config, step: int, steps_per_epoch: int, total_steps: int) -> bool:
+    """Validate after ``step``: every train.eval_every_epochs epochs, and at the final step (also when the
+    run ends mid-epoch, e.g. a fractional train.budget)."""
+    return bool(config.train.eval_every_epochs and (step == total_steps or (
+        step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.train.eval_every_epochs == 0)))
+
+
+def due_for_checkpoint(config, step: int, steps_per_epoch: int, total_steps: int) -> bool:
+    """Checkpoint after ``step`` (besides validations): every train.checkpoint_every_epochs epochs, and
+    at the final step."""
+    every = config.train.checkpoint_every_epochs
+    return step == total_steps or bool(
+        every and step % steps_per_epoch == 0 and (step // steps_per_epoch) % every == 0)
+
+
 def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
     d = config.data
     if os.environ.get(SLOW_LOAD_ENV):
@@ -257,17 +272,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                     log(f"step {step}/{total_steps} epoch {epoch:.1f} {shown} | {rate:,.0f} ex/s | "
                         f"ETA {_fmt_eta(eta)}")
                     next_log = (step // config.train.log_every_steps + 1) * config.train.log_every_steps
-                epoch_end = step % steps_per_epoch == 0
-                n_epoch = step // steps_per_epoch
                 valid_bound = None
-                if config.train.eval_every_epochs and (step == total_steps or (
-                        epoch_end and n_epoch % config.train.eval_every_epochs == 0)):
+                if due_for_validation(config, step, steps_per_epoch, total_steps):
                     valid_result = _validate(config, model, state, dataset, mesh)
                     valid_bound = valid_result["iwae"][str(config.eval.valid_k)]
                     writer.write(step, "valid", **{f"iwae_{config.eval.valid_k}": valid_bound})
-                if step == total_steps or valid_bound is not None or (
-                        epoch_end and config.train.checkpoint_every_epochs
-                        and n_epoch % config.train.checkpoint_every_epochs == 0):
+                if valid_bound is not None or due_for_checkpoint(config, step, steps_per_epoch, total_steps):
                     save(step, valid_bound)
                 _status(workdir, "running", step, f"epoch {epoch:.1f}")
                 if flag["signal"] is not None and step < total_steps:

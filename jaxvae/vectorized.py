@@ -233,11 +233,6 @@ def _evaluate_together(model, stacked, members, spec, mesh, log, what: str) -> d
     return out
 
 
-def _due_for_validation(c, step: int, steps_per_epoch: int, total_steps: int) -> bool:
-    return bool(step % steps_per_epoch == 0 and c.train.eval_every_epochs and (
-        (step // steps_per_epoch) % c.train.eval_every_epochs == 0 or step == total_steps))
-
-
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str | Path], *,
                 allow_config_change: bool = False, log=print,
                 stop_hook: Callable[[int], bool] | None = None,
@@ -360,7 +355,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                 if vectorized_eval:  # the members that validate after this dispatch, evaluated together
                     due = [m for m in members if active[m.i]
                            and not (int(info.bad_step[m.i]) >= 0 and m.config.train.nan_policy == "stop")
-                           and _due_for_validation(m.config, int(steps[m.i]), steps_per_epoch, total_steps)]
+                           and R.due_for_validation(m.config, int(steps[m.i]), steps_per_epoch, total_steps)]
                     valid_now = _evaluate_together(model, stacked, due, _valid_spec, mesh, log, "validation")
                 for m in members:
                     if not active[m.i]:
@@ -394,13 +389,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                         log(f"{m.label} step {step}/{total_steps} epoch {epoch:.1f} {shown} | {rate:,.0f} ex/s "
                             f"per run | ETA {R._fmt_eta(eta)}")
                         m.next_log = (step // every + 1) * every
-                    epoch_end = step % steps_per_epoch == 0
-                    n_epoch = step // steps_per_epoch
                     valid_bound = None
-                    need_valid = _due_for_validation(c, step, steps_per_epoch, total_steps)
-                    need_save = step == total_steps or need_valid or (
-                        epoch_end and c.train.checkpoint_every_epochs
-                        and n_epoch % c.train.checkpoint_every_epochs == 0)
+                    need_valid = R.due_for_validation(c, step, steps_per_epoch, total_steps)
+                    need_save = need_valid or R.due_for_checkpoint(c, step, steps_per_epoch, total_steps)
                     if need_valid or need_save:
                         state = _member(stacked, m.i, mesh)
                         if need_valid:

@@ -281,3 +281,20 @@ def test_launch_sh_trains_a_group_and_reports_each_member(tmp_path):
     assert "1 finished" in summary and "1 failed" in summary
     log = (ok / "log.txt").read_text()
     assert "jaxvae.vectorized" in log and "non-finite" in log
+
+
+def test_group_validates_at_a_final_step_mid_epoch_like_solo(tmp_path):
+    """A run ending mid-epoch (fractional train.budget) is validated at its last step, solo or in a group
+    (one rule, runner.due_for_validation), with the same bound."""
+    c = tiny_config()
+    c.train.budget = 0.7  # 2 epochs x 0.7 = 1.4 epochs: the run ends mid-epoch
+    configs = V.member_configs(c, [{"seed": 0}, {"seed": 1}])
+    solo = R.train_and_evaluate(configs[0], tmp_path / "solo", log=quiet)
+    group = V.train_group(configs, [tmp_path / "g0", tmp_path / "g1"], log=quiet)
+    steps = solo["train"]["steps"]
+    assert steps % round(steps / solo["train"]["epochs"]) != 0  # really mid-epoch
+    assert solo["valid"] is not None and group[1]["valid"] is not None
+    assert_same_results(group[0], solo, rtol=1e-5)
+    valid_steps = [json.loads(l)["step"] for l in (tmp_path / "g0" / "metrics.jsonl").read_text().splitlines()
+                   if json.loads(l)["split"] == "valid"]
+    assert valid_steps[-1] == steps
