@@ -18,7 +18,7 @@ gets, while FLOP per CPU-second (``*_per_cpu_s``) stays close to what an idle ma
 
 FLOP counts are matmul FLOPs only (2mnk per product): training counts forward + backward = 3x the
 forward of the encoder (784-200-200-2x50) once and the decoder (50-200-200-784) K times per example,
-the same count as ``jaxvae.train.flops_per_example``; evaluation counts the forward passes only.
+the same count as ``jaxvae.experiment.train.flops_per_example``; evaluation counts the forward passes only.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxvae import train as train_lib  # noqa: E402
-from jaxvae.configs import base_config  # noqa: E402
-from jaxvae.eval_driver import evaluate_split  # noqa: E402
-from jaxvae.model import VAE  # noqa: E402
+from jaxvae.experiment import train as train_lib  # noqa: E402
+from jaxvae.experiment.configs import base_config  # noqa: E402
+from jaxvae.experiment.eval_driver import evaluate_split  # noqa: E402
+from jaxvae.vae.model import VAE  # noqa: E402
 
 X_DIM, LATENT, HIDDEN = 784, 50, (200, 200)
 OBJECTIVES = (("elbo", 1), ("iwae", 5), ("iwae", 50))
@@ -307,7 +307,7 @@ def eval_params(model: VAE, x: np.ndarray):
 
 def eval_memory_analysis(model, params, x, batch_size: int, chunk_size: int, k: int) -> dict | None:
     """Compiled per-batch program's buffer sizes (XLA's memory_analysis), if the backend reports them."""
-    from jaxvae.eval_driver import _batch_bounds
+    from jaxvae.experiment.eval_driver import _batch_bounds
 
     try:
         comp = _batch_bounds.lower(model, params, jnp.asarray(x[:batch_size]), jax.random.key(0), (k,),

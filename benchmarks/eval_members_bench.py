@@ -1,7 +1,7 @@
 """Vectorized vs sequential evaluation of a vectorized group's members: N parameter sets of the IWAE-paper
 MNIST MLP (784-200-200-50, tanh, Bernoulli decoder) evaluated on the same test examples (random binary
 data, no download) by ``eval_driver.evaluate_members`` (one vmapped program per batch) or by
-``evaluate_split`` member after member (the sequential path of ``jaxvae.vectorized``).
+``evaluate_split`` member after member (the sequential path of ``jaxvae.experiment.vectorized``).
 
     python benchmarks/eval_members_bench.py --members 8 --examples 1000 --ks 1,5,50,500 --repeats 2
 
@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae.eval_driver import evaluate_members, evaluate_split
-from jaxvae.model import VAE
+from jaxvae.experiment.eval_driver import evaluate_members, evaluate_split
+from jaxvae.vae.model import VAE
 
 
 def main():

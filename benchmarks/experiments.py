@@ -38,11 +38,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import bench  # noqa: E402
-from jaxvae import distributions as D  # noqa: E402
-from jaxvae import evaluation  # noqa: E402
-from jaxvae import train as train_lib  # noqa: E402
+from jaxvae.vae import distributions as D  # noqa: E402
+from jaxvae.vae import evaluation  # noqa: E402
+from jaxvae.experiment import train as train_lib  # noqa: E402
 from jaxvae.data import binarize_batch  # noqa: E402
-from jaxvae.objectives import make_loss_fn  # noqa: E402
+from jaxvae.vae.objectives import make_loss_fn  # noqa: E402
 
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 DOT_ONLY = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
@@ -56,7 +56,7 @@ def bernoulli_log_prob_softplus(x, logits):
 
 @contextlib.contextmanager
 def patched_bernoulli(enabled: bool):
-    """Trace with the softplus form of the Bernoulli log-likelihood (jaxvae.model looks it up at trace time)."""
+    """Trace with the softplus form of the Bernoulli log-likelihood (jaxvae.vae.model looks it up at trace time)."""
     orig = D.bernoulli_log_prob
     if enabled:
         D.bernoulli_log_prob = bernoulli_log_prob_softplus
@@ -66,7 +66,7 @@ def patched_bernoulli(enabled: bool):
         D.bernoulli_log_prob = orig
 
 
-# -- a copy of jaxvae.train.make_train_step / make_run_steps with the lean checks ------------------
+# -- a copy of jaxvae.experiment.train.make_train_step / make_run_steps with the lean checks ------------------
 def _all_finite_lean(tree) -> jax.Array:
     """True iff every element is finite: x * 0 is 0 for finite x and NaN for inf/NaN, so one fused
     multiply-add reduction per leaf decides it (no boolean array, no overflow false positives)."""

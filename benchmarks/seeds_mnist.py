@@ -39,5 +39,5 @@ def get_config():
 
 
 def get_sweep():
-    from jaxvae.sweep import product
+    from jaxvae.sweeps import product
     return product({"seed": list(range(8))})

@@ -1,6 +1,6 @@
 """Throughput of vectorized vs sequential training: N seeds of the IWAE-paper MNIST MLP (784-200-200-50,
-tanh, Bernoulli decoder, batch 20) trained as one vmapped program (jaxvae.vectorized) or one after another
-(jaxvae.train.make_run_steps, what N separate `jaxvae.main` processes run).
+tanh, Bernoulli decoder, batch 20) trained as one vmapped program (jaxvae.experiment.vectorized) or one after another
+(jaxvae.experiment.train.make_run_steps, what N separate `jaxvae.main` processes run).
 
     python benchmarks/vectorized_bench.py --sizes 1,4,8,16,32 --steps 500 --objectives elbo,iwae5
     python benchmarks/vectorized_bench.py --devices 2 ...   # the member axis split over 2 forced CPU devices
@@ -48,11 +48,11 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import matmul_peak, train_flops_per_example  # noqa: E402
 
-from jaxvae import parallel  # noqa: E402
-from jaxvae import train as train_lib  # noqa: E402
-from jaxvae.configs import base_config  # noqa: E402
-from jaxvae.model import VAE  # noqa: E402
-from jaxvae.vectorized import _hparams, _stack, make_group_steps  # noqa: E402
+from jaxvae.experiment import parallel  # noqa: E402
+from jaxvae.experiment import train as train_lib  # noqa: E402
+from jaxvae.experiment.configs import base_config  # noqa: E402
+from jaxvae.vae.model import VAE  # noqa: E402
+from jaxvae.experiment.vectorized import _hparams, _stack, make_group_steps  # noqa: E402
 
 ADAM_BYTES_PER_PARAM = 28  # read p, g, m, v; write p, m, v (float32)
 

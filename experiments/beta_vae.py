@@ -7,7 +7,7 @@ give fewer active units and more separated factors.
     ./launch.sh experiments/beta_vae.py --config.train.num_epochs=5
 """
 
-from jaxvae.configs import base_config
+from jaxvae.experiment.configs import base_config
 
 
 def get_config():
@@ -27,5 +27,5 @@ def get_config():
 
 
 def get_sweep():
-    from jaxvae.sweep import product
+    from jaxvae.sweeps import product
     return product({"objective.beta": [0.5, 1.0, 2.0, 4.0, 8.0]})

@@ -9,7 +9,7 @@ IWAE_K for K = 1, 5, 50, 5000 on all 10000 test images (K = 5000 is the NLL esti
     python -m jaxvae.main --config=experiments/iwae_mnist.py --workdir=runs/iwae_k50 --config.objective.k=50
 """
 
-from jaxvae.configs import base_config
+from jaxvae.experiment.configs import base_config
 
 
 def get_config():
@@ -35,5 +35,5 @@ def get_config():
 
 
 def get_sweep():
-    from jaxvae.sweep import product
+    from jaxvae.sweeps import product
     return product({"objective.k": [1, 5, 50]})

@@ -7,7 +7,7 @@ ELBO <= IWAE_5 <= IWAE_50 <= IWAE_1000 <= log p(x), with the gap closing as K gr
     python -m jaxvae.main --config=experiments/linear_gaussian.py --workdir=runs/linear_gaussian
 """
 
-from jaxvae.configs import base_config
+from jaxvae.experiment.configs import base_config
 
 
 def get_config():

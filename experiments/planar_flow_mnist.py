@@ -7,7 +7,7 @@ L in {0, 10, 20, 40, 80} gives the report's NLL-vs-flow-length plot.
     ./launch.sh experiments/planar_flow_mnist.py --config.train.budget=0.01
 """
 
-from jaxvae.configs import base_config
+from jaxvae.experiment.configs import base_config
 
 
 def get_config():
@@ -36,5 +36,5 @@ def get_config():
 
 
 def get_sweep():
-    from jaxvae.sweep import product
+    from jaxvae.sweeps import product
     return product({"model.flow_length": [0, 10, 20, 40, 80]})

@@ -3,11 +3,11 @@
 Trains with the ELBO and with the IWAE bound (K=5) side by side (the sweep below) and compares their
 test ELBO and IWAE bounds:
 
-    ./launch.sh experiments/quickstart.py && python -m jaxvae.report runs/quickstart
+    ./launch.sh experiments/quickstart.py && python -m jaxvae.sweeps.report runs/quickstart
     python -m jaxvae.main --config=experiments/quickstart.py --workdir=runs/quickstart/one
 """
 
-from jaxvae.configs import base_config
+from jaxvae.experiment.configs import base_config
 
 
 def get_config():

@@ -8,7 +8,7 @@ the run also draws the decoded manifold and the test set's encoded means coloure
     python -m jaxvae.main --config=experiments/toy_3x3.py --workdir=runs/toy_3x3
 """
 
-from jaxvae.configs import base_config
+from jaxvae.experiment.configs import base_config
 
 
 def get_config():

@@ -23,5 +23,5 @@ def get_config():
 
 
 def get_sweep():
-    from jaxvae.sweep import product
+    from jaxvae.sweeps import product
     return product({"objective.k": [1, 5, 50]})

@@ -26,7 +26,7 @@ def main(argv):
         return 2
     if not flags.FLAGS['verbosity'].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    from jaxvae.validation import ConfigError, describe_flag_error, validate_config
+    from jaxvae.experiment.validation import ConfigError, describe_flag_error, validate_config
 
     try:
         validate_config(_CONFIG.value)
@@ -36,8 +36,8 @@ def main(argv):
     except Exception as e:  # a config file that fails to load is only reported when first accessed
         print(f"error: {describe_flag_error(e, sys.argv)}", file=sys.stderr)
         return 2
-    from jaxvae.runner import main_entry
-    from jaxvae.parallel import initialize_distributed
+    from jaxvae.experiment.runner import main_entry
+    from jaxvae.experiment.parallel import initialize_distributed
 
     initialize_distributed(_CONFIG.value)
     return main_entry(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW.value)
@@ -49,7 +49,7 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except Exception as e:
-        from jaxvae.validation import describe_flag_error
+        from jaxvae.experiment.validation import describe_flag_error
 
         print(f"error: {describe_flag_error(e, argv)}", file=sys.stderr)
         sys.exit(2)

@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxvae import distributions as D
-from jaxvae import objectives as O
-from jaxvae.model import VAE
+from jaxvae.vae import distributions as D
+from jaxvae.vae import objectives as O
+from jaxvae.vae.model import VAE
 
 # -- Part 1: the worked example's exact inputs ------------------------------------------------------
 X = (0.1, 0.5, 0.9, 0.2, 0.6, 0.8, 0.3, 0.7, 0.4)

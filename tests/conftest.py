@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from runhelpers import RESUME, SLOW_SAVE_ENV, check_ok, run_main
 
-from jaxvae.model import VAE
+from jaxvae.vae.model import VAE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxvae.checkpoints import SLOW_SAVE_ENV
+from jaxvae.experiment.checkpoints import SLOW_SAVE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = "experiments/quickstart.py"

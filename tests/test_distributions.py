@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxvae import distributions as D
+from jaxvae.vae import distributions as D
 
 # Compile with LLVM optimisations off: these tests run small programs, so compile time dominates (~3x faster).
 fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})

@@ -1,4 +1,4 @@
-"""Vectorized evaluation (jaxvae.eval_driver.evaluate_members): each member's dict equals evaluate_split's
+"""Vectorized evaluation (jaxvae.experiment.eval_driver.evaluate_members): each member's dict equals evaluate_split's
 for that member's parameters, data, key and seed; and a vectorized group's results.json test numbers equal
 solo runs' with the vmapped evaluation switched on."""
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae.eval_driver import default_max_members, evaluate_members, evaluate_split
-from jaxvae.model import VAE
+from jaxvae.experiment.eval_driver import default_max_members, evaluate_members, evaluate_split
+from jaxvae.vae.model import VAE
 
 RTOL = 1e-5
 
@@ -104,8 +104,8 @@ def test_bad_arguments_and_default_slices():
 
 # -- end to end: a vectorized group's results.json with the vmapped evaluation = solo runs' -------------
 def test_group_with_vectorized_eval_equals_solo_runs(tmp_path, monkeypatch):
-    from jaxvae import runner as R
-    from jaxvae import vectorized as V
+    from jaxvae.experiment import runner as R
+    from jaxvae.experiment import vectorized as V
 
     from test_vectorized import quiet, tiny_config
 

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae import distributions as D
-from jaxvae import evaluation as E
-from jaxvae import objectives as O
-from jaxvae.model import VAE
+from jaxvae.vae import distributions as D
+from jaxvae.vae import evaluation as E
+from jaxvae.vae import objectives as O
+from jaxvae.vae.model import VAE
 
 # Compile with LLVM optimisations off: these tests run small programs, so compile time dominates (~3x faster).
 fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae import distributions as D
-from jaxvae import flows
+from jaxvae.vae import distributions as D
+from jaxvae.vae import flows
 
 # Compile with LLVM optimisations off: these tests run small programs, so compile time dominates (~3x faster).
 fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})

@@ -59,7 +59,7 @@ def test_vectorized_group_on_two_processes_equals_one(tmp_path):
     gives the single-process numbers."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    cmd = [sys.executable, "-m", "jaxvae.vectorized"]
+    cmd = [sys.executable, "-m", "jaxvae.experiment.vectorized"]
 
     def wd(name):
         return [f"--workdir={tmp_path / name / f'm{i}'}" for i in range(2)]

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxvae import distributions as D
-from jaxvae import flows
-from jaxvae import objectives as O
-from jaxvae.evaluation import iwae_bound_chunked
-from jaxvae.model import VAE
+from jaxvae.vae import distributions as D
+from jaxvae.vae import flows
+from jaxvae.vae import objectives as O
+from jaxvae.vae.evaluation import iwae_bound_chunked
+from jaxvae.vae.model import VAE
 
 # Compile with LLVM optimisations off: these tests run small programs, so compile time dominates (~3x faster).
 fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})

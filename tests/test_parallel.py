@@ -13,9 +13,9 @@ SCRIPT = textwrap.dedent(r'''
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import json
     import jax, jax.numpy as jnp, numpy as np
-    from jaxvae import parallel, runner, train as T
-    from jaxvae.configs import base_config
-    from jaxvae.eval_driver import evaluate_split
+    from jaxvae.experiment import parallel, runner, train as T
+    from jaxvae.experiment.configs import base_config
+    from jaxvae.experiment.eval_driver import evaluate_split
 
     assert len(jax.devices()) == 4, jax.devices()
     out = {}
@@ -79,8 +79,8 @@ GROUP_SCRIPT = textwrap.dedent(r'''
     import json
     import jax, numpy as np
     from pathlib import Path
-    from jaxvae import vectorized as V
-    from jaxvae.configs import base_config
+    from jaxvae.experiment import vectorized as V
+    from jaxvae.experiment.configs import base_config
 
     assert len(jax.devices()) == 4, jax.devices()
     root = Path(sys.argv[1])
@@ -140,7 +140,7 @@ def test_member_axis_sharded_over_devices_equals_one_device(tmp_path):
 
 
 def test_group_mesh_shapes_and_errors():
-    from jaxvae import parallel
+    from jaxvae.experiment import parallel
 
     n = len(__import__("jax").devices())
     mesh = parallel.make_group_mesh(0, 6, 0)

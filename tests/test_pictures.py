@@ -1,4 +1,4 @@
-"""Tests for jaxvae.pictures: the tiling helper and the PNGs written by write_pictures."""
+"""Tests for jaxvae.experiment.pictures: the tiling helper and the PNGs written by write_pictures."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from jaxvae.model import VAE
-from jaxvae.pictures import tile_images, write_pictures
+from jaxvae.vae.model import VAE
+from jaxvae.experiment.pictures import tile_images, write_pictures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -25,11 +25,11 @@ from runhelpers import (QUICKSTART, RESUME, ROOT, SMALL, assert_trees_equal, che
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxvae import runner as R
-from jaxvae import validation
-from jaxvae.checkpoints import CheckpointError, Checkpoints
-from jaxvae.configs import base_config
-from jaxvae.validation import ConfigError, validate_config
+from jaxvae.experiment import runner as R
+from jaxvae.experiment import validation
+from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
+from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.validation import ConfigError, validate_config
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -177,9 +177,9 @@ def overrides(draw):
 
 def _build_pieces(config):
     """Everything a run builds from the config before it touches data or trains."""
-    from jaxvae import runner
-    from jaxvae import train as train_lib
-    from jaxvae.objectives import make_loss_fn
+    from jaxvae.experiment import runner
+    from jaxvae.experiment import train as train_lib
+    from jaxvae.vae.objectives import make_loss_fn
 
     model = runner.build_model(config, 64)
     schedule, total = train_lib.learning_rate_schedule(config, 7)
@@ -215,7 +215,7 @@ def test_log_mean_exp_finite_for_spread_log_weights(dtype, k, center):
     """Log-weights spread over 400 nats, far outside exp's range: exact, finite, in f32 and bf16."""
     from scipy.special import logsumexp
 
-    from jaxvae.objectives import log_mean_exp
+    from jaxvae.vae.objectives import log_mean_exp
 
     rng = np.random.default_rng(k)
     log_w = jnp.asarray(center + rng.uniform(-400.0, 0.0, size=(k, 7)), dtype)
@@ -233,8 +233,8 @@ def test_chunked_iwae_5000_exact_for_widely_spread_weights(linear_gaussian):
     log-mean-exp of the same draws, with a poor encoder that spreads log w over hundreds of nats."""
     from scipy.special import logsumexp
 
-    from jaxvae.evaluation import iwae_bound_chunked
-    from jaxvae.objectives import log_weights_from_posterior
+    from jaxvae.vae.evaluation import iwae_bound_chunked
+    from jaxvae.vae.objectives import log_weights_from_posterior
 
     lg = linear_gaussian
     params = lg.params(mu_shift=6.0, logvar_shift=3.0)
@@ -299,7 +299,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog, how
     _saved(tmp_path)
     _corrupt(tmp_path / "checkpoints" / "latest" / "3", how)
     c = Checkpoints(tmp_path, keep=5)
-    with caplog.at_level(logging.WARNING, logger="jaxvae.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="jaxvae.experiment.checkpoints"):
         state, step = c.restore_latest(STATE)
     assert step == 2
     assert_trees_equal(state, _state(2))
@@ -398,7 +398,7 @@ def test_disk_full_during_a_run_stops_it_cleanly(run_env, tmp_path):
 
 
 def test_unwritable_workdir_is_reported_before_training(tmp_path, capsys):
-    from jaxvae.runner import main_entry
+    from jaxvae.experiment.runner import main_entry
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -411,7 +411,7 @@ def test_unwritable_workdir_is_reported_before_training(tmp_path, capsys):
 
 
 def test_full_disk_at_start_is_reported_before_training(tmp_path, capsys, monkeypatch):
-    from jaxvae.runner import main_entry
+    from jaxvae.experiment.runner import main_entry
 
     real = Path.write_text
 
@@ -444,7 +444,7 @@ def _write_npz(folder: Path, **arrays) -> Path:
     ("grey", "values must be 0 or 1"),
 ])
 def test_bad_dataset_files_give_a_clear_error(tmp_path, capsys, problem, message):
-    from jaxvae.runner import main_entry
+    from jaxvae.experiment.runner import main_entry
 
     rng = np.random.default_rng(0)
     good = {s: (rng.random((30, 784)) < 0.3).astype(np.uint8) for s in ("train", "valid", "test")}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxvae import report
+from jaxvae.sweeps import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

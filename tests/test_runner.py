@@ -79,7 +79,7 @@ def test_quickstart_writes_checkpoints_metrics_tensorboard(quickstart_run):
 
 def test_quickstart_writes_pictures(quickstart_run):
     workdir, p = quickstart_run
-    if "jaxvae.pictures" in p.stderr and ("ModuleNotFoundError" in p.stderr or "ImportError" in p.stderr):
+    if "jaxvae.experiment.pictures" in p.stderr and ("ModuleNotFoundError" in p.stderr or "ImportError" in p.stderr):
         pytest.skip("jaxvae/pictures.py is not available yet (eval.images=True needs it)")
     check_ok(p)
     pictures = results(workdir)["pictures"]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxvae import sweep
-from jaxvae.sweep import chain, product, run_names, zipped
+from jaxvae import sweeps as sweep
+from jaxvae.sweeps import chain, product, run_names, zipped
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch.sh"
@@ -95,8 +95,8 @@ if __name__ == "__main__":
 '''
 
 TINY = '''
-from jaxvae.configs import base_config
-from jaxvae.sweep import product, zipped
+from jaxvae.experiment.configs import base_config
+from jaxvae.sweeps import product, zipped
 
 
 def get_config():
@@ -204,7 +204,7 @@ def test_list_and_default_sweep(tmp_path, capsys, monkeypatch):
     assert "elsewhere/tiny/k=1,seed=0" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()  # --list writes nothing
     # a file without get_sweep is a one-point sweep named default
-    plain = _write_experiment(tmp_path, "plain", body="from jaxvae.configs import base_config\n"
+    plain = _write_experiment(tmp_path, "plain", body="from jaxvae.experiment.configs import base_config\n"
                                                        "def get_config():\n    return base_config()\n")
     assert sweep.main([plain, "--list"]) == 0
     assert "runs/plain/default  (no overrides)" in capsys.readouterr().out
@@ -431,8 +431,8 @@ def test_tpu_hosts_runs_gcloud_one_run_at_a_time(tmp_path, env):
 # Vectorized Slurm and TPU launches (default runner; a fake python records its argv, nothing trains)
 
 SEEDS = r"""
-from jaxvae.configs import base_config
-from jaxvae.sweep import product, zipped
+from jaxvae.experiment.configs import base_config
+from jaxvae.sweeps import product, zipped
 
 
 def get_config():
@@ -476,8 +476,8 @@ def _recorded(tmp_path: Path) -> list[list[str]]:
 
 
 def _group_argv(k: int, workdirs: list[str], seeds: list[int], passthrough=(PASS,)) -> list[str]:
-    """What jaxvae.vectorized must receive for these members of the seeds sweep (after the python)."""
-    return ["-m", "jaxvae.vectorized", "--config=experiments/seeds.py", *[f"--workdir={w}" for w in workdirs],
+    """What jaxvae.experiment.vectorized must receive for these members of the seeds sweep (after the python)."""
+    return ["-m", "jaxvae.experiment.vectorized", "--config=experiments/seeds.py", *[f"--workdir={w}" for w in workdirs],
             "--overrides=" + json.dumps([{"objective.k": k, "seed": s, "name": SEED_NAMES[s]} for s in seeds],
                                         separators=(",", ":")), *passthrough]
 
@@ -512,7 +512,7 @@ def test_slurm_with_gpus_runs_one_array_task_per_vectorized_group(vec, tmp_path,
     text, array, count = _script(tmp_path)
     assert array == "0-1" and count == [3, 3] and "FIRST=(0 3)\n" in text
     assert subprocess.run(["bash", "-n", str(tmp_path / "runs" / "seeds" / "sweep.sbatch")]).returncode == 0
-    for i, k in enumerate((1, 5)):  # each task hands its group to jaxvae.vectorized, quotes intact
+    for i, k in enumerate((1, 5)):  # each task hands its group to jaxvae.experiment.vectorized, quotes intact
         r = _task(tmp_path, i)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "vectorized group of 3 runs, 0 of them finished already" in r.stdout
@@ -525,7 +525,7 @@ def test_slurm_with_gpus_runs_one_array_task_per_vectorized_group(vec, tmp_path,
                 f"trained in a vectorized group of 3 runs; log: {SEED_RUNS[k][0]}/log.txt")
     assert len(_recorded(tmp_path)) == 2
     manifest = json.loads((tmp_path / "runs" / "seeds" / "sweep.json").read_text())
-    assert all(" -m jaxvae.vectorized " in r["command"] for r in manifest["runs"])
+    assert all(" -m jaxvae.experiment.vectorized " in r["command"] for r in manifest["runs"])
 
 
 def test_slurm_vectorize_default_follows_the_gpu_request_and_flags(vec, tmp_path, capsys):
@@ -549,7 +549,7 @@ def test_slurm_vectorize_default_follows_the_gpu_request_and_flags(vec, tmp_path
         assert array == f"0-{len(expected) - 1}", extra
         commands = text[text.index("COMMANDS=(\n"):text.index("\n)\n", text.index("COMMANDS=(\n"))].splitlines()[1:]
         assert [c.count("--workdir=") for c in commands] == expected, extra
-        assert all((" -m jaxvae.vectorized " in c) == (n > 1) for c, n in zip(commands, expected)), extra
+        assert all((" -m jaxvae.experiment.vectorized " in c) == (n > 1) for c, n in zip(commands, expected)), extra
         assert all(" -m jaxvae.main " in c for c, n in zip(commands, expected) if n == 1), extra
         assert ("plan: 6 run(s)" in err) == (expected != [1] * 6), extra  # printed when vectorizing
         assert ("note: one Slurm array task per run" in err) == (extra in ([], ["--sbatch-arg=--gres=gpu:0"]))
@@ -582,7 +582,7 @@ def test_slurm_finished_members_are_left_out_and_finished_groups_skipped(vec, tm
     r = _task(tmp_path, 1)  # the rest of its group: only the unfinished members
     assert r.returncode == 0, r.stdout + r.stderr
     assert _recorded(tmp_path) == [_group_argv(1, SEED_RUNS[1][1:], [1, 2])]
-    # a group partly finished when the task runs: it runs again (jaxvae.vectorized resumes the members)
+    # a group partly finished when the task runs: it runs again (jaxvae.experiment.vectorized resumes the members)
     _finish(base / "k=5,name=c_d_HOME,seed=1")
     r = _task(tmp_path, 2)
     assert r.returncode == 0 and "vectorized group of 3 runs, 1 of them finished already" in r.stdout

@@ -1,4 +1,4 @@
-"""Vectorized sweeps (jaxvae.vectorized): members equal solo runs, a NaN member is isolated, a stopped group
+"""Vectorized sweeps (jaxvae.experiment.vectorized): members equal solo runs, a NaN member is isolated, a stopped group
 resumes to the uninterrupted numbers, the report reads members, the launcher groups seed-only sweeps and
 separates shape-changing ones, and the command line maps outcomes to exit codes."""
 
@@ -14,12 +14,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxvae import runner as R
-from jaxvae import sweep
-from jaxvae import train as train_lib
-from jaxvae import vectorized as V
-from jaxvae.checkpoints import Checkpoints
-from jaxvae.configs import base_config
+from jaxvae.experiment import runner as R
+from jaxvae import sweeps as sweep
+from jaxvae.experiment import train as train_lib
+from jaxvae.experiment import vectorized as V
+from jaxvae.experiment.checkpoints import Checkpoints
+from jaxvae.experiment.configs import base_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,7 +166,7 @@ def test_members_resume_from_different_steps(runs, tmp_path):
 
 
 def test_report_reads_vectorized_members(runs):
-    from jaxvae import report
+    from jaxvae.sweeps import report
 
     text = report.write_report(str(runs["root"] / "group"), plots=False, verbose=False)
     assert "m0" in text and "m1" in text and "m2" in text
@@ -185,8 +185,8 @@ def test_launcher_groups_seed_sweeps_and_separates_shape_changing_ones(tmp_path,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "s.py").write_text(
-        "from jaxvae.configs import base_config\n"
-        "from jaxvae.sweep import product\n"
+        "from jaxvae.experiment.configs import base_config\n"
+        "from jaxvae.sweeps import product\n"
         "def get_config():\n    return base_config()\n"
         "def get_sweep():\n"
         "    return product({'objective.k': [1, 5]}, {'seed': [0, 1, 2]}, {'train.learning_rate': [1e-3, 3e-3]})\n")
@@ -194,7 +194,7 @@ def test_launcher_groups_seed_sweeps_and_separates_shape_changing_ones(tmp_path,
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert len(lines) == 4  # 2 values of k x 6 runs each, in groups of at most 4: 4 + 2, 4 + 2
-    assert all(" -m jaxvae.vectorized " in l for l in lines)
+    assert all(" -m jaxvae.experiment.vectorized " in l for l in lines)
     counts = [l.count("--workdir=") for l in lines]
     assert counts == [4, 2, 4, 2]
     for l in lines:
@@ -202,10 +202,10 @@ def test_launcher_groups_seed_sweeps_and_separates_shape_changing_ones(tmp_path,
         assert len({o["objective.k"] for o in ov}) == 1
     assert "vectorized x4" in err and "plan: 12 run(s) in 4 process(es)" in err
     # default (no flag): on an accelerator host, groups of up to DEFAULT_VECTORIZE; on CPU, one per run
-    monkeypatch.setattr(sweep, "has_accelerator", lambda: True)
+    monkeypatch.setattr(sweep.cli, "has_accelerator", lambda: True)
     assert sweep.main(["experiments/s.py", "--dry-run"]) == 0
     assert [l.count("--workdir=") for l in capsys.readouterr().out.splitlines()] == [6, 6]
-    monkeypatch.setattr(sweep, "has_accelerator", lambda: False)
+    monkeypatch.setattr(sweep.cli, "has_accelerator", lambda: False)
     assert sweep.main(["experiments/s.py", "--dry-run"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 12
     assert sweep.main(["experiments/s.py", "--dry-run", "--no-vectorize"]) == 0
@@ -225,7 +225,7 @@ def test_group_runs_compares_unset_fields_with_the_config():
 def test_command_line_exit_codes(tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    base = [sys.executable, "-m", "jaxvae.vectorized", f"--config={REPO / 'experiments' / 'quickstart.py'}",
+    base = [sys.executable, "-m", "jaxvae.experiment.vectorized", f"--config={REPO / 'experiments' / 'quickstart.py'}",
             f"--workdir={tmp_path / 'a'}", f"--workdir={tmp_path / 'b'}"]
     p = subprocess.run(base + ['--overrides=[{"seed": 0}, {"objective.k": 1}]'], capture_output=True,
                        text=True, env=env, timeout=120)
@@ -235,8 +235,8 @@ def test_command_line_exit_codes(tmp_path):
 
 
 TINY_EXPERIMENT = '''
-from jaxvae.configs import base_config
-from jaxvae.sweep import zipped
+from jaxvae.experiment.configs import base_config
+from jaxvae.sweeps import zipped
 
 
 def get_config():
@@ -261,7 +261,7 @@ def get_sweep():
 
 
 def test_launch_sh_trains_a_group_and_reports_each_member(tmp_path):
-    """launch.sh -> one jaxvae.vectorized process for the two runs; the diverging member fails alone
+    """launch.sh -> one jaxvae.experiment.vectorized process for the two runs; the diverging member fails alone
     (exit code 1, per-run summary), the other finishes; a relaunch skips the finished one."""
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "tv.py").write_text(TINY_EXPERIMENT)
@@ -280,7 +280,7 @@ def test_launch_sh_trains_a_group_and_reports_each_member(tmp_path):
     summary = out.split("Sweep summary:")[1]
     assert "1 finished" in summary and "1 failed" in summary
     log = (ok / "log.txt").read_text()
-    assert "jaxvae.vectorized" in log and "non-finite" in log
+    assert "jaxvae.experiment.vectorized" in log and "non-finite" in log
 
 
 def test_group_validates_at_a_final_step_mid_epoch_like_solo(tmp_path):

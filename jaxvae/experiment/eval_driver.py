@@ -2,7 +2,7 @@
 ELBO surgery. Batches are padded and masked, so each example counts exactly once.
 
 ``evaluate_split`` evaluates one parameter set; ``evaluate_members`` evaluates the stacked parameters of a
-vectorized group (``jaxvae.vectorized``) with one ``jax.vmap``-ped program per batch and returns the same
+vectorized group (``jaxvae.experiment.vectorized``) with one ``jax.vmap``-ped program per batch and returns the same
 dicts. Both share the batch program (``_batch_bounds_impl``) and the host-side reduction (``_SplitSums``).
 """
 
@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae import evaluation
+from jaxvae.vae import evaluation
 from jaxvae.data import eval_batches
-from jaxvae.model import VAE, Params
-from jaxvae.objectives import elbo_terms
-from jaxvae.parallel import replicated, shard_batch
+from jaxvae.vae.model import VAE, Params
+from jaxvae.vae.objectives import elbo_terms
+from jaxvae.experiment.parallel import replicated, shard_batch
 
 
 def _binarize_eval(x: np.ndarray, binarize: str, seed: int, dtype=np.float32) -> np.ndarray:

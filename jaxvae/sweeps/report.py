@@ -1,6 +1,6 @@
 """Compare the runs of a sweep: tables (markdown, CSV, HTML) and plots of bounds vs K and training curves.
 
-    python -m jaxvae.report runs/iwae_mnist
+    python -m jaxvae.sweeps.report runs/iwae_mnist
 
 reads every ``results.json`` under the folder (recursively), prints a markdown table and writes, in that
 folder: ``report.md``, ``report.csv`` (one row per run, raw numbers), ``report_seeds.csv`` (mean and std
@@ -20,7 +20,6 @@ import base64
 import csv
 import dataclasses
 import html
-import io
 import json
 import math
 import os
@@ -817,7 +816,7 @@ def write_report(root: str, plots: bool = True, out_dir: str | None = None, verb
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jaxvae.report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jaxvae.sweeps.report", description=__doc__.split("\n\n")[0])
     p.add_argument("root", help="folder holding run workdirs (searched recursively), e.g. runs/iwae_mnist")
     p.add_argument("--out", default=None, help="where to write report.* (default: ROOT)")
     p.add_argument("--no-plots", action="store_true", help="tables only")

@@ -15,9 +15,9 @@ import ml_collections
 import optax
 
 from jaxvae.data import binarize_batch
-from jaxvae.model import VAE
-from jaxvae.objectives import make_loss_fn
-from jaxvae.parallel import shard_batch
+from jaxvae.vae.model import VAE
+from jaxvae.vae.objectives import make_loss_fn
+from jaxvae.experiment.parallel import shard_batch
 
 
 class TrainState(NamedTuple):
@@ -105,8 +105,8 @@ def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.Gra
     """``train_step(state, x, key, hp=None) -> (state, metrics, ok, bad_term)``: one update on a batch x.
 
     With ``hp`` (a dict of traced per-run hyperparameters: learning_rate, beta, kl_warmup_steps; see
-    jaxvae.vectorized) the optimizer is ``tx_for(hp)`` and the KL weight ``beta_from(hp, step)``.
-    ``member_axis``: the name of the vmapped member axis when runs are stacked (jaxvae.vectorized): the
+    jaxvae.experiment.vectorized) the optimizer is ``tx_for(hp)`` and the KL weight ``beta_from(hp, step)``.
+    ``member_axis``: the name of the vmapped member axis when runs are stacked (jaxvae.experiment.vectorized): the
     update is then one unbatched ``lax.cond`` on "every active member's step is fine" (a plain vmapped
     Adam update) with the per-member select only in the rare other branch; ``hp["active"]`` (bool) marks
     members whose result will be kept.
@@ -170,7 +170,7 @@ def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_
     With nan_policy=stop the first non-finite step freezes the state (no later update is applied).
     With a ``mesh``, each batch is split over its data axis (parameters stay replicated): the same
     numbers as on one device, computed data-parallel.
-    ``jit=False`` returns the plain ``run_steps(state, x_train, num_steps, hp=None)`` (jaxvae.vectorized
+    ``jit=False`` returns the plain ``run_steps(state, x_train, num_steps, hp=None)`` (jaxvae.experiment.vectorized
     vmaps it over runs, with per-run hyperparameters ``hp`` and ``tx_for``, and ``member_axis`` the vmap
     axis name, see make_train_step).
     """

@@ -8,7 +8,7 @@ import re
 
 import ml_collections
 
-from jaxvae.configs import base_config
+from jaxvae.experiment.configs import base_config
 
 CHOICES = {
     "data.binarize": ("none", "static", "dynamic"),

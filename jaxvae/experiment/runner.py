@@ -21,13 +21,13 @@ import ml_collections
 import numpy as np
 
 from jaxvae import data as data_lib
-from jaxvae import parallel
-from jaxvae import train as train_lib
-from jaxvae.checkpoints import CheckpointError, Checkpoints
-from jaxvae.eval_driver import evaluate_split
-from jaxvae.evaluation import linear_gaussian_log_px
-from jaxvae.metrics import MetricWriter
-from jaxvae.model import VAE
+from jaxvae.experiment import parallel
+from jaxvae.experiment import train as train_lib
+from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
+from jaxvae.experiment.eval_driver import evaluate_split
+from jaxvae.vae.evaluation import linear_gaussian_log_px
+from jaxvae.experiment.metrics import MetricWriter
+from jaxvae.vae.model import VAE
 
 EXIT_PREEMPTED = 3
 
@@ -199,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     prepare_workdir(config, workdir, allow_config_change)
     _status(workdir, "running", 0, "loading data")
     dataset = load_data(config)
-    from jaxvae.validation import check_data
+    from jaxvae.experiment.validation import check_data
 
     for warning in check_data(config, dataset):  # DataError for data the model cannot use
         log(f"warning: {warning}")
@@ -364,7 +364,7 @@ def final_results(config, model, params, dataset, workdir: Path, test: dict) -> 
     eval_seconds = test.pop("seconds")
     pictures = []
     if config.eval.images and jax.process_index() == 0:
-        from jaxvae.pictures import write_pictures
+        from jaxvae.experiment.pictures import write_pictures
         pictures = write_pictures(model, params, str(workdir), jax.random.key(config.seed + 3),
                                   x_test=np.asarray(x), image_shape=dataset.image_shape, labels=labels)
     return {

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jaxvae import flows
+from jaxvae.vae import flows
 
 __all__ = ["tile_images", "write_pictures"]
 

@@ -2,15 +2,15 @@
 
 ::
 
-    python -m jaxvae.vectorized --config=experiments/X.py \\
+    python -m jaxvae.experiment.vectorized --config=experiments/X.py \\
         --workdir=runs/X/seed=0 --workdir=runs/X/seed=1 --workdir=runs/X/seed=2 \\
         --overrides='[{"seed": 0}, {"seed": 1}, {"seed": 2}]'
 
-Runs ("members") whose configs differ only in the fields listed in ``jaxvae.sweep.VECTORIZED_FIELDS``
+Runs ("members") whose configs differ only in the fields listed in ``jaxvae.sweeps.VECTORIZED_FIELDS``
 (the seed, the traced hyperparameters ``train.learning_rate``, ``objective.beta``,
 ``objective.kl_warmup_steps``, and host-side settings such as ``eval.*``) have the same array shapes.
 Their parameters, optimizer states and PRNG keys are stacked on a leading member axis and the fused
-training dispatch of ``jaxvae.train.make_run_steps`` (a ``lax.scan`` over steps) is ``jax.vmap``-ped over
+training dispatch of ``jaxvae.experiment.train.make_run_steps`` (a ``lax.scan`` over steps) is ``jax.vmap``-ped over
 that axis: one vmapped train step inside one scan. Per-member hyperparameters are traced arrays: the
 learning rate enters the (unchanged) ``optax.adam`` chain through ``train.learning_rate_schedule(...,
 learning_rate=<tracer>)``, beta and the warm-up length through ``train.beta_from``; the optimizer state has
@@ -63,14 +63,14 @@ import ml_collections
 import numpy as np
 
 from jaxvae import data as data_lib
-from jaxvae import parallel
-from jaxvae import runner as R
-from jaxvae import train as train_lib
-from jaxvae.checkpoints import CheckpointError, Checkpoints
-from jaxvae.eval_driver import evaluate_members
-from jaxvae.metrics import MetricWriter
-from jaxvae.sweep import VECTORIZED_TRACED_FIELDS, is_vectorizable_field
-from jaxvae.validation import flatten
+from jaxvae.experiment import parallel
+from jaxvae.experiment import runner as R
+from jaxvae.experiment import train as train_lib
+from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
+from jaxvae.experiment.eval_driver import evaluate_members
+from jaxvae.experiment.metrics import MetricWriter
+from jaxvae.sweeps.declare import VECTORIZED_TRACED_FIELDS, is_vectorizable_field
+from jaxvae.experiment.validation import flatten
 
 __all__ = ["GroupError", "member_configs", "check_group", "train_group", "main_entry"]
 
@@ -86,7 +86,7 @@ def _tuplify(v):
 
 def member_configs(config: ml_collections.ConfigDict, overrides: Sequence[dict]) -> list:
     """One validated config per member: ``config`` with the member's dotted-path overrides applied."""
-    from jaxvae.validation import override, validate_config
+    from jaxvae.experiment.validation import override, validate_config
 
     out = []
     for ov in overrides:
@@ -103,11 +103,11 @@ def differing_fields(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
 
 
 def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
-    """GroupError unless the configs differ only in vectorizable fields (``jaxvae.sweep``'s list)."""
+    """GroupError unless the configs differ only in vectorizable fields (``jaxvae.sweeps``'s list)."""
     bad = [k for k in differing_fields(configs) if not is_vectorizable_field(k)]
     if bad:
         raise GroupError(f"these runs cannot be vectorized: they differ in {', '.join(bad)} (only "
-                         "fields that keep every array shape may differ, see jaxvae.sweep.VECTORIZED_FIELDS); "
+                         "fields that keep every array shape may differ, see jaxvae.sweeps.VECTORIZED_FIELDS); "
                          "train them as separate runs")
 
 
@@ -259,7 +259,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
         R._status(Path(wd), "running", 0, "loading data (vectorized group)")
 
     # data: one copy unless a member's data differs (static binarization draws with the member's seed)
-    from jaxvae.validation import check_data
+    from jaxvae.experiment.validation import check_data
 
     cache, datasets = {}, []
     for c in configs:
@@ -483,7 +483,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
 def main_entry(config, workdirs: Sequence[str], overrides: Sequence[dict] | None,
                allow_config_change: bool = False) -> int:
     """0 all members finished, 3 preempted, 1 a member failed or an error (no traceback), 2 bad group."""
-    from jaxvae.validation import ConfigError
+    from jaxvae.experiment.validation import ConfigError
 
     overrides = list(overrides) if overrides is not None else [{} for _ in workdirs]
     if len(overrides) != len(workdirs):
@@ -545,7 +545,7 @@ def run():
         try:
             return flags.FLAGS(argv)
         except Exception as e:
-            from jaxvae.validation import describe_flag_error
+            from jaxvae.experiment.validation import describe_flag_error
 
             print(f"error: {describe_flag_error(e, argv)}", file=sys.stderr)
             sys.exit(2)
@@ -558,7 +558,7 @@ def run():
             return 2
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
-        from jaxvae.validation import ConfigError, describe_flag_error, validate_config
+        from jaxvae.experiment.validation import ConfigError, describe_flag_error, validate_config
 
         try:
             validate_config(config.value)

@@ -10,9 +10,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxvae import distributions as D
-from jaxvae.model import VAE, Params
-from jaxvae.objectives import log_weights_from_posterior
+from jaxvae.vae import distributions as D
+from jaxvae.vae.model import VAE, Params
+from jaxvae.vae.objectives import log_weights_from_posterior
 
 
 def iwae_bound_chunked(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_samples: int,

@@ -1,7 +1,7 @@
 """Data parallelism with ``jax.sharding``: one mesh axis "data"; the batch is sharded over it and the
 parameters and optimizer state are replicated. The same code runs on 1 CPU, 8 GPUs or a TPU pod slice.
 
-Vectorized groups (jaxvae.vectorized) use a 2-D mesh ("member", "data"): the stacked runs are split over
+Vectorized groups (jaxvae.experiment.vectorized) use a 2-D mesh ("member", "data"): the stacked runs are split over
 the member axis (each device group trains its own members, no communication but one scalar per step)
 and each member's batch over the data axis.
 

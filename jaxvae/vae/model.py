@@ -14,9 +14,9 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxvae import distributions as D
-from jaxvae import flows
-from jaxvae.networks import Decoder, Encoder
+from jaxvae.vae import distributions as D
+from jaxvae.vae import flows
+from jaxvae.vae.networks import Decoder, Encoder
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
 FLOWS = ("none",) + tuple(sorted(flows.LAYERS))

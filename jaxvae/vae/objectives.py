@@ -15,8 +15,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxvae import distributions as D
-from jaxvae.model import VAE, Params, Posterior
+from jaxvae.vae import distributions as D
+from jaxvae.vae.model import VAE, Params, Posterior
 
 ESTIMATORS = ("elbo", "iwae", "iwae_dreg", "elbo_stl")
 

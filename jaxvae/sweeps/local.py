@@ -1,0 +1,245 @@
+"""Running a sweep's jobs on this machine: ``--parallel N`` processes, one GPU (or CPU slot) each, logs
+and ``launch.json`` per run, a summary of failures."""
+
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from jaxvae.sweeps.declare import (EXIT_PREEMPTED)
+from jaxvae.sweeps.plan import (_is_url, Job, _read_json, is_finished, run_state)
+
+# ----------------------------------------------------------------------------------------------------
+# Devices
+# ----------------------------------------------------------------------------------------------------
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids to hand out: from CUDA_VISIBLE_DEVICES when set, else ``nvidia-smi -L``; [] on CPU."""
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:
+        return [d.strip() for d in cvd.split(",") if d.strip() and d.strip() != "-1"]
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, _ in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Local execution
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Outcome:
+    job: Job
+    state: str  # finished | skipped | failed | preempted | not started
+    exit_code: int | None = None
+    seconds: float = 0.0
+    device: str | None = None
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+class _Launcher:
+    def __init__(self, jobs: list[Job], parallel: int, gpus: list[str], skip_finished: bool = True,
+                 pin_cpus: bool = True):
+        self.jobs = jobs
+        self.parallel = max(1, parallel)
+        self.gpus = gpus if self.parallel > 1 else []
+        self.skip_finished = skip_finished
+        self.running: dict[int, tuple[subprocess.Popen, Job, float, str | None, Any]] = {}
+        self.outcomes: dict[int, Outcome] = {}
+        self.stop = 0  # signals received
+        self.cpu_slots = cpu_slots(self.parallel) if not self.gpus and pin_cpus else []
+        self.slot_of: dict[int, int] = {}  # running job -> its cpu slot
+
+    def _on_signal(self, signum, frame):  # noqa: ARG002
+        self.stop += 1
+        name = signal.Signals(signum).name
+        if self.stop == 1:
+            print(f"\n{name}: no new runs; asking {len(self.running)} running run(s) to checkpoint and "
+                  f"stop (SIGTERM). Send it again to kill them.", file=sys.stderr, flush=True)
+            sig = signal.SIGTERM
+        else:
+            print(f"\n{name} again: killing running runs.", file=sys.stderr, flush=True)
+            sig = signal.SIGKILL
+        for proc, *_ in self.running.values():
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _pick_device(self) -> str | None:
+        if not self.gpus:
+            return None
+        load = {g: 0 for g in self.gpus}
+        for _, _, _, dev, _ in self.running.values():
+            if dev in load:
+                load[dev] += 1
+        return min(self.gpus, key=lambda g: (load[g], self.gpus.index(g)))
+
+    def _start(self, i: int, job: Job) -> None:
+        for r in job.runs:
+            if not _is_url(r.workdir):
+                os.makedirs(r.workdir, exist_ok=True)
+        os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
+        env = dict(os.environ)
+        dev = self._pick_device()
+        if dev is not None:
+            env["CUDA_VISIBLE_DEVICES"] = dev
+            if self.parallel > len(self.gpus):  # several runs share a GPU: don't grab 75% each
+                env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        cores = None
+        if self.cpu_slots:  # CPU-only parallel runs: each on its own cores (see cpu_slots)
+            used = [self.slot_of[j] for j in self.running if j in self.slot_of]
+            slot = min(range(len(self.cpu_slots)), key=lambda k: (used.count(k), k))
+            self.slot_of[i] = slot
+            cores = self.cpu_slots[slot]
+        cmd = shlex.join(job.argv)
+        log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the process ends
+        log.write(f"\n=== {_now()} launch on {socket.gethostname()}"
+                  f"{'' if dev is None else ' CUDA_VISIBLE_DEVICES=' + dev}"
+                  f"{'' if cores is None else ' cpus=' + ','.join(map(str, cores))}: {cmd}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True,
+                                preexec_fn=None if cores is None else (lambda: os.sched_setaffinity(0, cores)))
+        start = time.time()
+        _write_json(job.launch_path,
+                    {"command": cmd, "argv": job.argv, "start": _now(), "end": None, "exit_code": None,
+                     "host": socket.gethostname(), "pid": proc.pid, "device": dev})
+        self.running[i] = (proc, job, start, dev, log)
+        where = "" if dev is None else f" [GPU {dev}]"
+        print(f"[{i + 1}/{len(self.jobs)}] start  {job.name}{where}  (log: {job.log_path})", flush=True)
+
+    def _finish(self, i: int, rc: int) -> None:
+        proc, job, start, dev, log = self.running.pop(i)
+        self.slot_of.pop(i, None)
+        log.close()
+        secs = time.time() - start
+        info = _read_json(job.launch_path) or {}
+        info.update(end=_now(), exit_code=rc, seconds=round(secs, 1))
+        _write_json(job.launch_path, info)
+        if rc == 0:
+            state = "finished"
+        elif rc == EXIT_PREEMPTED or (self.stop and rc in (-signal.SIGTERM, 128 + signal.SIGTERM)):
+            state = "preempted"
+        else:
+            state = "failed"
+        self.outcomes[i] = Outcome(job, state, rc, secs, dev)
+        msg = {"finished": "done  ", "preempted": "PREEMPTED", "failed": "FAILED"}[state]
+        tail = "" if state == "finished" else f" (exit {rc}; log: {job.log_path})"
+        print(f"[{i + 1}/{len(self.jobs)}] {msg} {job.name} in {secs:.1f}s{tail}", flush=True)
+
+    def run(self) -> list[Outcome]:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            pending = []
+            for i, job in enumerate(self.jobs):
+                if self.skip_finished and all(is_finished(r.workdir) for r in job.runs):
+                    self.outcomes[i] = Outcome(job, "skipped")
+                    print(f"[{i + 1}/{len(self.jobs)}] skip   {job.name} (finished)", flush=True)
+                else:
+                    pending.append(i)
+            pending.reverse()
+            while pending or self.running:
+                while pending and not self.stop and len(self.running) < self.parallel:
+                    i = pending.pop()
+                    self._start(i, self.jobs[i])
+                for i in list(self.running):
+                    rc = self.running[i][0].poll()
+                    if rc is not None:
+                        self._finish(i, rc)
+                if self.stop and pending:
+                    for i in pending:
+                        self.outcomes[i] = Outcome(self.jobs[i], "not started")
+                    pending = []
+                if self.running:
+                    time.sleep(0.05)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return [self.outcomes[i] for i in range(len(self.jobs))]
+
+
+def cpu_slots(parallel: int) -> list[list[int]]:
+    """The CPUs this process may use, split into ``parallel`` contiguous slots ([] when there is nothing to
+    split: one slot, fewer than 2 CPUs, or no ``sched_setaffinity``). Runs launched side by side on a
+    CPU-only host each get their own slot: XLA sizes its thread pools from the affinity mask, so two runs no
+    longer fight over every core (measured: docs/sweeps.md)."""
+    if parallel <= 1 or not hasattr(os, "sched_getaffinity"):
+        return []
+    cpus = sorted(os.sched_getaffinity(0))
+    n = min(parallel, len(cpus))
+    if n <= 1:
+        return []
+    bounds = [len(cpus) * k // n for k in range(n + 1)]
+    return [cpus[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def per_run_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """A vectorized job's outcome split into one per run, each with the run's own state (status.json):
+    a member that hit a NaN failed while the others finished, whatever the process's exit code."""
+    out = []
+    for o in outcomes:
+        if len(o.job.runs) == 1 or o.state in ("skipped", "not started"):
+            out.append(o)
+            continue
+        log_dir = o.job.log_dir or o.job.runs[0].workdir
+        for r in o.job.runs:
+            state = run_state(r.workdir)
+            if state not in ("finished", "failed", "preempted"):
+                state = o.state
+            out.append(Outcome(Job([r], o.job.argv, log_dir), state, o.exit_code, o.seconds, o.device))
+    return out
+
+
+def print_summary(outcomes: Sequence[Outcome], file=None) -> None:
+    file = file if file is not None else sys.stdout  # looked up per call (pytest's capsys replaces it)
+    by_state: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        by_state.setdefault(o.state, []).append(o)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in by_state.items())
+    print(f"\nSweep summary: {len(outcomes)} runs: {counts}", file=file)
+    for state in ("finished", "skipped", "preempted", "not started", "failed"):
+        items = by_state.get(state, [])
+        if not items:
+            continue
+        print(f"  {state}:", file=file)
+        for o in items:
+            extra = ""
+            if state in ("failed", "preempted"):
+                extra = f"  exit code {o.exit_code}, log: {o.job.log_path}"
+            elif state == "finished":
+                extra = f"  ({o.seconds:.1f}s)"
+            for r in o.job.runs:
+                print(f"    {r.workdir}{extra}", file=file)
+    file.flush()
+
+
