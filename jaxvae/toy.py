@@ -121,7 +121,7 @@ def train_toy(seed: int = 0, steps: int = 2000, learning_rate: float = 1e-2, num
         (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(k_train, steps))
         elbo_after = _mean_elbo(params, data, k_eval)
         z = jax.random.normal(k_gen, (num_images, TOY_MODEL.latent_dim))
-        return elbo_before, elbo_after, params, TOY_MODEL.mean_image(params["decoder"], z), losses
+        return elbo_before, elbo_after, params, TOY_MODEL.mean_image(params, z), losses
 
     elbo_before, elbo_after, params, samples, losses = run(jax.random.key(seed))
     return {"elbo_before": float(elbo_before), "elbo_after": float(elbo_after), "params": params,

@@ -59,7 +59,7 @@ def test_exact_posterior_gives_log_px_for_every_sample(linear_gaussian):
     np.testing.assert_allclose(elbo, log_px, atol=2e-4, rtol=1e-5)
     # the decoder with W^T as its kernel computes W z + b
     z = jnp.ones((1, 2))
-    np.testing.assert_allclose(lg.model.decode(params["decoder"], z)[0], lg.W.sum(1) + lg.b, atol=1e-5)
+    np.testing.assert_allclose(lg.model.decode(params, z)[0], lg.W.sum(1) + lg.b, atol=1e-5)
 
 
 def _kl_gauss(mq, vq, mp, vp):
@@ -248,7 +248,7 @@ def test_log_weights_vmap_matches_python_loop(nonlinear):
         for k in jax.random.split(key, K):
             z, log_q, z0 = NL_MODEL.sample_posterior(post, k)
             checks.append((z - z0, log_q - D.gaussian_log_prob(z, post.mu, post.logvar)))
-            loop.append(NL_MODEL.log_joint(params["decoder"], x, z) - log_q)
+            loop.append(NL_MODEL.log_joint(params, x, z) - log_q)
         loop = jnp.stack(loop)
         return (lw, loop, checks, O.iwae_bound(NL_MODEL, params, x, key, K), O.log_mean_exp(loop),
                 O.iwae_bound(NL_MODEL, params, x, key, 1),
@@ -277,7 +277,7 @@ def test_multi_sample_elbo_mc_kl_and_beta(nonlinear):
         rec, kl_mc = [], []
         for k in jax.random.split(key, S):
             z, log_q, _ = NL_MODEL.sample_posterior(post, k)
-            rec.append(NL_MODEL.log_likelihood(params["decoder"], x, z))
+            rec.append(NL_MODEL.log_likelihood(params, x, z))
             kl_mc.append(log_q - D.standard_normal_log_prob(z))
         manual = (jnp.mean(jnp.stack(rec), 0), jnp.mean(jnp.stack(kl_mc), 0),
                   D.kl_standard_normal(post.mu, post.logvar))
@@ -311,7 +311,7 @@ def test_iwae_beta_tempering(nonlinear):
         ll, ratio = [], []
         for k in jax.random.split(key, K):
             z, log_q, _ = NL_MODEL.sample_posterior(post, k)
-            ll.append(NL_MODEL.log_likelihood(params["decoder"], x, z))
+            ll.append(NL_MODEL.log_likelihood(params, x, z))
             ratio.append(D.standard_normal_log_prob(z) - log_q)
         return jnp.stack(ll), jnp.stack(ratio)
 
@@ -359,7 +359,7 @@ def test_flow_posterior_in_objectives(amortized):
             z0 = D.gaussian_sample(k, post.mu, post.logvar)
             zl, log_det = flows.apply("planar", post.flow_params, z0)
             log_q = D.gaussian_log_prob(z0, post.mu, post.logvar) - log_det
-            manual.append((z0, zl, log_q, model.log_likelihood(params["decoder"], x, zl),
+            manual.append((z0, zl, log_q, model.log_likelihood(params, x, zl),
                            log_q - D.standard_normal_log_prob(zl)))
             lib.append(model.sample_posterior(post, k))
         terms = O.elbo_terms(model, params, x, key, 2, True)

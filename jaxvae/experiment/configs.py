@@ -13,6 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "run"  # a label for reports
     c.seed = 0  # drives parameter init, data order, posterior samples, dynamic binarization
+    c.imports = ()  # modules imported before the run (they may register objectives, priors, flows, ...)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"  # digits | binarized_mnist | mnist | fashion_mnist | tfds:<name>
@@ -28,20 +29,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.encoder_hidden = (200, 200)
     c.model.decoder_hidden = (200, 200)
     c.model.activation = "tanh"
-    c.model.likelihood = "bernoulli"  # bernoulli | gaussian (fixed obs_variance) | gaussian_learned
+    c.model.prior = "standard_normal"  # a registered prior (jaxvae.register_prior)
+    c.model.likelihood = "bernoulli"  # bernoulli | gaussian (fixed obs_variance) | gaussian_learned | registered
     c.model.obs_variance = 0.1  # sigma^2 of the fixed-variance Gaussian decoder
     c.model.decoder_output_act = "identity"  # identity | sigmoid (mean in [0, 1]) ...
-    c.model.flow = "none"  # none | planar | radial
+    c.model.flow = "none"  # none | planar | radial | a registered flow (jaxvae.register_flow)
     c.model.flow_length = 0
     c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
 
     c.objective = ml_collections.ConfigDict()
-    c.objective.name = "elbo"  # elbo | elbo_stl | iwae | iwae_dreg
+    c.objective.name = "elbo"  # elbo | elbo_stl | iwae | iwae_dreg | a registered objective
     c.objective.k = 1  # samples per example: K of the IWAE bound, or S of a multi-sample ELBO
     c.objective.beta = 1.0  # KL weight (beta-VAE); the final value of the KL warm-up
     c.objective.kl_warmup_steps = 0  # beta ramps linearly from 0 to objective.beta over these steps
     c.objective.analytic_kl = True  # analytic KL where it exists (Gaussian q without flow)
+    c.objective.options = ml_collections.ConfigDict()  # extra keyword options of a custom objective
+    # (fields declared in the experiment file, e.g. c.objective.options.tau = 0.5; free-form)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 100

@@ -130,7 +130,7 @@ class _SplitSums:
             "active_units": int(evaluation.active_units(jnp.asarray(mu))),
             "num_examples": n,
         }
-        if surgery and not model.has_flow:
+        if surgery and not model.has_flow and model.prior == "standard_normal":  # Gaussian q, N(0, I) p
             s = _surgery(jnp.asarray(mu), jnp.asarray(logvar), jax.random.fold_in(key, 10**6), surgery_samples)
             result.update({k: float(v) for k, v in s.items()})
         else:

@@ -82,8 +82,8 @@ def _locate(model, params, x):
     return loc
 
 
-def _decode(model, decoder_params, z):
-    return model.mean_image(decoder_params, z)
+def _decode(model, params, z):
+    return model.mean_image(params, z)
 
 
 @functools.lru_cache(maxsize=16)
@@ -229,7 +229,7 @@ def write_pictures(model, params, workdir, key, *, x_test: np.ndarray, image_sha
 
     # -- latent points to decode, all in one batch ---------------------------------------------------
     blocks: dict[str, np.ndarray] = {}
-    blocks["samples"] = np.asarray(jax.random.normal(key, (SAMPLE_GRID * SAMPLE_GRID, d), dtype=jnp.float32))
+    blocks["samples"] = np.asarray(model.sample_prior(params, key, SAMPLE_GRID * SAMPLE_GRID), dtype=np.float32)
 
     loc = None
     if n > 0:
@@ -252,14 +252,14 @@ def write_pictures(model, params, workdir, key, *, x_test: np.ndarray, image_sha
 
     names = list(blocks)
     z_all = np.concatenate([blocks[k] for k in names], axis=0)
-    decoded = _to_display(np.asarray(_jitted(_decode, model)(params["decoder"], jnp.asarray(z_all))),
+    decoded = _to_display(np.asarray(_jitted(_decode, model)(params, jnp.asarray(z_all))),
                           image_shape)
     splits = np.cumsum([len(blocks[k]) for k in names])[:-1]
     images = dict(zip(names, np.split(decoded, splits)))
 
     # -- pictures -------------------------------------------------------------------------------------
     paths = [_save_grid(os.path.join(workdir, "samples.png"), images["samples"], SAMPLE_GRID,
-                        f"samples: E[x|z], z ~ N(0, I) ({model.likelihood})")]
+                        f"samples: E[x|z], z ~ p(z) ({model.likelihood_name})")]
 
     if n > 0:
         n_rec = len(images["recon"])

@@ -101,7 +101,7 @@ def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
         x_dim=x_dim, latent_dim=m.latent_dim, encoder_hidden=tuple(m.encoder_hidden),
         decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
         obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act, flow=m.flow,
-        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow))
+        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior)
 
 
 def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarray):
@@ -109,15 +109,16 @@ def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarr
     means, the pixel mean for an identity-output Gaussian."""
     if not config.model.init_output_bias:
         return None
-    if model.likelihood == "bernoulli" or model.decoder_output_act == "sigmoid":
+    how = getattr(model.likelihood_part, "bias_from_data", None)
+    if how == "logits" or model.decoder_output_act == "sigmoid":
         return data_lib.pixel_logits(train_x)
-    if model.decoder_output_act == "identity":
+    if how == "mean" and model.decoder_output_act == "identity":
         return np.mean(train_x, axis=0)
     return None
 
 
 def is_linear_gaussian(model: VAE) -> bool:
-    return (model.likelihood == "gaussian" and not model.decoder_hidden and not model.has_flow
+    return (model.likelihood_name == "gaussian" and model.prior == "standard_normal" and not model.decoder_hidden and not model.has_flow
             and model.decoder_output_act == "identity")
 
 
@@ -233,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         write_progress(workdir, step, progress, time.time() - t_start, train_seconds, trained_examples,
                        valid_result)
 
-    log(f"{config.name}: {model.flow if model.has_flow else 'gaussian'} posterior, "
+    log(f"{config.name}: {model.flow_name} posterior, "
         f"objective={config.objective.name} k={config.objective.k}, {len(dataset.train)} training "
         f"examples, {total_steps} steps ({total_steps / steps_per_epoch:.1f} epochs) of batch {batch_size}")
     t_start = time.time()

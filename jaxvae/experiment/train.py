@@ -16,7 +16,7 @@ import optax
 
 from jaxvae.data import binarize_batch
 from jaxvae.vae.model import VAE
-from jaxvae.vae.objectives import make_loss_fn
+from jaxvae.vae.objectives import make_loss_fn, objective_options
 from jaxvae.experiment.parallel import shard_batch
 
 
@@ -114,8 +114,7 @@ def make_train_step(model: VAE, config: ml_collections.ConfigDict, tx: optax.Gra
     A step whose loss or gradient is not finite applies no update (``ok`` False) and reports the
     first offending term; the caller decides whether to stop (nan_policy=stop) or go on (skip).
     """
-    loss_fn = make_loss_fn(model, config.objective.name, num_samples=config.objective.k,
-                           analytic_kl=config.objective.analytic_kl)
+    loss_fn = make_loss_fn(model, config.objective.name, **objective_options(config.objective))
     dynamic = config.data.binarize == "dynamic"
     stop_on_bad = config.train.nan_policy == "stop"
 

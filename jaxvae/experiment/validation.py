@@ -12,11 +12,8 @@ from jaxvae.experiment.configs import base_config
 
 CHOICES = {
     "data.binarize": ("none", "static", "dynamic"),
-    "model.likelihood": ("bernoulli", "gaussian", "gaussian_learned"),
-    "model.flow": ("none", "planar", "radial"),
     "model.activation": ("tanh", "relu", "elu", "gelu", "softplus", "sigmoid", "identity"),
     "model.decoder_output_act": ("identity", "sigmoid", "tanh", "softplus"),
-    "objective.name": ("elbo", "elbo_stl", "iwae", "iwae_dreg"),
     "train.schedule": ("constant", "iwae"),
     "train.nan_policy": ("stop", "skip"),
 }
@@ -74,8 +71,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError (one line per problem) for unknown fields, wrong types and bad values."""
     known = flatten(base_config())
     given = flatten(config)
-    problems = []
+    problems = import_modules(given.get("imports", ()))
+    registered = registered_choices()
     for field, value in given.items():
+        if field.startswith(FREE_FORM):
+            continue
         if field not in known:
             guess = difflib.get_close_matches(field, known, n=1)
             hint = f"; did you mean {guess[0]!r}?" if guess else ""
@@ -88,6 +88,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             continue
         if field in CHOICES and value not in CHOICES[field]:
             problems.append(f"{field}={value!r} is not one of {', '.join(CHOICES[field])}")
+        if field in registered and value not in registered[field]:
+            problems.append(f"{field}={value!r} is not one of {', '.join(registered[field])}; add your own "
+                            f"with jaxvae.register_{field.split('.')[-1].replace('name', 'objective')} in "
+                            "the experiment file or a module listed in --config.imports")
         if isinstance(value, float) and not math.isfinite(value):
             problems.append(f"{field}={value!r} must be a finite number")
             continue
@@ -115,6 +119,36 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                         "or use objective.name='elbo' or 'iwae' with flows")
     if problems:
         raise ConfigError(_invalid(problems))
+
+
+FREE_FORM = ("objective.options.",)  # fields a custom objective declares; not checked against the defaults
+
+
+def import_modules(modules) -> list[str]:
+    """Imports the modules of config.imports (they register parts and objectives); a problem line for
+    each that fails."""
+    import importlib
+
+    problems = []
+    if isinstance(modules, str):
+        modules = (modules,)
+    for name in modules or ():
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - reported as one config line
+            problems.append(f"imports: cannot import {name!r} ({type(e).__name__}: {e}); check the module "
+                            "name and that its folder is on PYTHONPATH")
+    return problems
+
+
+def registered_choices() -> dict[str, tuple[str, ...]]:
+    """The names the registries know now (built-ins plus what experiment files and imports added)."""
+    from jaxvae.vae import model as _model  # noqa: F401 - registers the built-in parts
+    from jaxvae.vae import objectives as _objectives  # noqa: F401 - registers the built-in objectives
+    from jaxvae.vae.registry import FLOWS, LIKELIHOODS, OBJECTIVES, PRIORS
+
+    return {"model.likelihood": LIKELIHOODS.names(), "model.flow": ("none",) + FLOWS.names(),
+            "model.prior": PRIORS.names(), "objective.name": OBJECTIVES.names()}
 
 
 def _invalid(problems: list[str]) -> str:
@@ -146,12 +180,12 @@ def override(config: ml_collections.ConfigDict, overrides: dict) -> ml_collectio
     known = known_fields()
     tree = config.to_dict()
     for field, value in overrides.items():
-        if field not in known:
+        if field not in known and not field.startswith(FREE_FORM):
             raise ConfigError(_invalid([_unknown_field_message(field, known)]))
         node = tree
         *parents, leaf = field.split(".")
         for p in parents:
-            node = node[p]
+            node = node.setdefault(p, {})
         node[leaf] = value
     return ml_collections.ConfigDict(tree)
 

@@ -319,7 +319,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                                    per_member_data)
 
     log(f"{base.name}: vectorized group of {n} runs ({', '.join(str(m.workdir) for m in members)}); "
-        f"{model.flow if model.has_flow else 'gaussian'} posterior, objective={base.objective.name} "
+        f"{model.flow_name} posterior, objective={base.objective.name} "
         f"k={base.objective.k}, {len(datasets[0].train)} training examples, {total_steps} steps "
         f"({total_steps / steps_per_epoch:.1f} epochs) of batch {batch_size}")
     if group_mesh.size > 1:

@@ -109,7 +109,7 @@ def linear_gaussian_log_px(model: VAE, params: Params, x: jax.Array) -> jax.Arra
 
     Only for a decoder with no hidden layer, identity output and a fixed-variance Gaussian likelihood.
     """
-    if model.decoder_hidden or model.likelihood != "gaussian" or model.decoder_output_act != "identity":
+    if model.decoder_hidden or model.likelihood_name != "gaussian" or model.decoder_output_act != "identity":
         raise ValueError("exact log p(x) needs the linear-Gaussian model (no decoder hidden layers, "
                          "identity output, likelihood='gaussian')")
     w = params["decoder"]["out"]["kernel"]

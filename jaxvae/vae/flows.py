@@ -5,17 +5,20 @@ sample follows from the change of variables (Rezende & Mohamed, 2015, eq. 7):
 
     log q_L(z_L) = log q_0(z_0) - sum_{k=1}^{L} log |det df_k / dz_{k-1}|.
 
-Parameters are dicts of arrays whose leading axis is the layer index; any further leading axes
+Each flow is a frozen object registered by name (``model.flow``) with ``param_shapes(dim)`` and
+``layer(params, z) -> (f(z), log|det df/dz|)``. Parameters are dicts of arrays whose leading axis is the layer index; any further leading axes
 (e.g. a batch axis for amortized flows) broadcast against the batch axes of ``z``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+from jaxvae.vae.registry import FLOWS, register_flow
 
 FlowParams = dict[str, jax.Array]
 
@@ -72,24 +75,46 @@ def radial(params: FlowParams, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     return f, log_det
 
 
-LAYERS: dict[str, Callable[[FlowParams, jax.Array], tuple[jax.Array, jax.Array]]] = {
-    "planar": planar,
-    "radial": radial,
-}
+@register_flow("planar")
+@dataclasses.dataclass(frozen=True)
+class Planar:
+    """Planar layers (Rezende & Mohamed 2015): ``planar`` above, per-layer parameters u, w (d,), b ()."""
 
-
-def param_shapes(kind: str, dim: int) -> dict[str, tuple[int, ...]]:
-    """Per-layer parameter shapes of one flow layer acting on a ``dim``-dimensional z."""
-    if kind == "planar":
+    def param_shapes(self, dim: int) -> dict[str, tuple[int, ...]]:
         return {"u": (dim,), "w": (dim,), "b": ()}
-    if kind == "radial":
+
+    def layer(self, params: FlowParams, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return planar(params, z)
+
+
+@register_flow("radial")
+@dataclasses.dataclass(frozen=True)
+class Radial:
+    """Radial layers (Rezende & Mohamed 2015): ``radial`` above, per-layer z0 (d,), alpha_raw, beta_raw ()."""
+
+    def param_shapes(self, dim: int) -> dict[str, tuple[int, ...]]:
         return {"z0": (dim,), "alpha_raw": (), "beta_raw": ()}
-    raise ValueError(f"unknown flow kind {kind!r}; choose one of {sorted(LAYERS)}")
+
+    def layer(self, params: FlowParams, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return radial(params, z)
 
 
-def init_params(key: jax.Array, kind: str, length: int, dim: int, scale: float = 0.01) -> FlowParams:
+def get(kind) -> "Planar | Radial":
+    """The flow object for a registered name (or the object itself)."""
+    return FLOWS.get(kind)() if isinstance(kind, str) else kind
+
+
+def param_shapes(kind, dim: int) -> dict[str, tuple[int, ...]]:
+    """Per-layer parameter shapes of one flow layer acting on a ``dim``-dimensional z."""
+    return get(kind).param_shapes(dim)
+
+
+def init_params(key: jax.Array, kind, length: int, dim: int, scale: float = 0.01) -> FlowParams:
     """Small random parameters for ``length`` layers (near-identity maps), stacked on axis 0."""
-    shapes = param_shapes(kind, dim)
+    flow = get(kind)
+    if hasattr(flow, "init_params"):
+        return flow.init_params(key, length, dim, scale)
+    shapes = flow.param_shapes(dim)
     keys = jax.random.split(key, len(shapes))
     return {
         name: scale * jax.random.normal(k, (length,) + shape)
@@ -97,12 +122,12 @@ def init_params(key: jax.Array, kind: str, length: int, dim: int, scale: float =
     }
 
 
-def apply(kind: str, params: FlowParams, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+def apply(kind, params: FlowParams, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Push z through all layers: returns (z_L, sum_k log|det df_k/dz_{k-1}|).
 
     ``lax.scan`` over the layer axis keeps compile time flat in the flow length (80 layers compile as 1).
     """
-    layer = LAYERS[kind]
+    layer = get(kind).layer
 
     def step(carry, layer_params):
         z, total = carry
@@ -112,3 +137,6 @@ def apply(kind: str, params: FlowParams, z: jax.Array) -> tuple[jax.Array, jax.A
     init = (z, jnp.zeros(jnp.shape(z)[:-1], dtype=jnp.result_type(z)))
     (z, total), _ = jax.lax.scan(step, init, params)
     return z, total
+
+
+LAYERS = {"planar": planar, "radial": radial}  # the single-layer maps, by name (tests, pictures)

@@ -1,9 +1,14 @@
-"""The VAE as a bundle of pure functions of a parameter pytree.
+"""The VAE: a prior, a posterior family and a likelihood, each a registered part, as pure functions.
 
-    p(z) = N(0, I),   q_0(z_0|x) = N(mu(x), diag sigma^2(x)),   z = f_L o ... o f_1(z_0) (optional flow),
-    p(x|z) = Bernoulli(sigmoid(logits(z)))  |  N(mean(z), sigma^2 I)  |  N(mean(z), diag exp(logvar(z))).
+    p(z)            the prior part (``model.prior``; N(0, I) by default),
+    q_0(z_0|x)      N(mu(x), diag sigma^2(x)) from the encoder network,
+    z = f_L o ... o f_1(z_0)   an optional flow (``model.flow``; amortized or global parameters),
+    p(x|z)          the likelihood part (``model.likelihood``) of the decoder network's outputs.
 
-``params = {"encoder": ..., "decoder": ..., "flow": ...}`` ("flow" only for a non-amortized flow).
+``params = {"encoder": ..., "decoder": ..., ["flow": ...], ["prior": ...]}`` ("flow" only for a
+non-amortized flow, "prior" only for a prior with parameters). The objectives and estimators use only
+``encode``, ``sample_posterior``, ``log_likelihood``, ``log_prior``, ``log_joint`` and ``analytic_kl``, so
+a part added through a registry works with every bound and estimator.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ import jax.numpy as jnp
 
 from jaxvae.vae import distributions as D
 from jaxvae.vae import flows
+from jaxvae.vae import likelihoods as _likelihoods  # noqa: F401 - registers the built-in likelihoods
+from jaxvae.vae import priors as _priors  # noqa: F401 - registers the built-in priors
 from jaxvae.vae.networks import Decoder, Encoder
-
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
-FLOWS = ("none",) + tuple(sorted(flows.LAYERS))
+from jaxvae.vae.registry import FLOWS, LIKELIHOODS, PRIORS, build
 
 Params = dict[str, Any]
 
@@ -32,45 +37,73 @@ class Posterior(NamedTuple):
     flow_params: Any  # None, or dict of arrays with the layer axis first
 
 
+def _name(part) -> str:
+    return part if isinstance(part, str) else getattr(part, "name", type(part).__name__.lower())
+
+
 @dataclasses.dataclass(frozen=True)
 class VAE:
-    """A VAE: networks, likelihood and posterior flow. Holds no parameters, only structure."""
+    """A VAE: networks and parts. Holds no parameters, only structure (hashable, a static jit argument).
+
+    ``prior``, ``likelihood`` and ``flow`` are registered names or part objects (see jaxvae.vae.registry).
+    """
 
     x_dim: int
     latent_dim: int
     encoder_hidden: Sequence[int] = (200, 200)
     decoder_hidden: Sequence[int] = (200, 200)
     activation: str = "tanh"
-    likelihood: str = "bernoulli"
+    likelihood: Any = "bernoulli"
     obs_variance: float = 1.0  # sigma^2 of the fixed-variance Gaussian decoder
     decoder_output_act: str = "identity"
-    flow: str = "none"
+    flow: Any = "none"
     flow_length: int = 0
     amortized_flow: bool = True
+    prior: Any = "standard_normal"
 
     def __post_init__(self):
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
-        if self.flow not in FLOWS:
-            raise ValueError(f"unknown flow {self.flow!r}; choose one of {FLOWS}")
+        self.likelihood_part, self.prior_part  # unknown names fail here, with the registry's message
+        if self.flow != "none" and isinstance(self.flow, str) and self.flow not in FLOWS:
+            raise ValueError(FLOWS.unknown(self.flow))
 
-    # -- networks -------------------------------------------------------------------------------
+    # -- parts ------------------------------------------------------------------------------------
+    @property
+    def likelihood_part(self):
+        return build(LIKELIHOODS, self.likelihood, self)
+
+    @property
+    def prior_part(self):
+        return build(PRIORS, self.prior, self)
+
     @property
     def has_flow(self) -> bool:
-        return self.flow != "none" and self.flow_length > 0
+        return self.flow not in ("none", None) and self.flow_length > 0
 
+    @property
+    def flow_part(self):
+        return flows.get(self.flow) if self.has_flow else None
+
+    @property
+    def flow_name(self) -> str:
+        return _name(self.flow) if self.has_flow else "gaussian"
+
+    @property
+    def likelihood_name(self) -> str:
+        return _name(self.likelihood)
+
+    # -- networks -------------------------------------------------------------------------------
     @property
     def encoder(self) -> Encoder:
         shapes = ()
         if self.has_flow and self.amortized_flow:
-            shapes = tuple(sorted(flows.param_shapes(self.flow, self.latent_dim).items()))
+            shapes = tuple(sorted(self.flow_part.param_shapes(self.latent_dim).items()))
         return Encoder(tuple(self.encoder_hidden), self.latent_dim, self.activation, shapes,
                        self.flow_length if shapes else 0)
 
     @property
     def decoder(self) -> Decoder:
-        return Decoder(tuple(self.decoder_hidden), self.x_dim, self.activation,
-                       self.decoder_output_act, self.likelihood == "gaussian_learned")
+        return Decoder(tuple(self.decoder_hidden), tuple(self.likelihood_part.heads(self.x_dim)),
+                       self.activation, self.decoder_output_act)
 
     def init(self, key: jax.Array, output_bias: jax.Array | None = None) -> Params:
         """Fresh parameters; ``output_bias`` (e.g. the data's pixel log-odds) initialises the decoder bias."""
@@ -85,6 +118,9 @@ class VAE:
             params["decoder"] = {**params["decoder"], "out": out}
         if self.has_flow and not self.amortized_flow:
             params["flow"] = flows.init_params(k_flow, self.flow, self.flow_length, self.latent_dim)
+        prior_params = self.prior_part.init(jax.random.fold_in(key, 3), self)
+        if prior_params is not None:
+            params["prior"] = prior_params
         return params
 
     def encode(self, params: Params, x: jax.Array) -> Posterior:
@@ -93,23 +129,29 @@ class VAE:
             flow_params = params["flow"]
         return Posterior(mu, logvar, flow_params)
 
-    def decode(self, decoder_params: Params, z: jax.Array):
-        return self.decoder.apply({"params": decoder_params}, z)
+    def decode(self, params: Params, z: jax.Array):
+        """The decoder's output for z (the likelihood's parameters, e.g. Bernoulli logits)."""
+        return self.decoder.apply({"params": params["decoder"]}, z)
 
     # -- densities --------------------------------------------------------------------------------
-    def log_likelihood(self, decoder_params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
+    def log_likelihood(self, params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
         """log p(x|z), decoding exactly the z it is given."""
-        out = self.decode(decoder_params, z)
-        if self.likelihood == "bernoulli":
-            return D.bernoulli_log_prob(x, out)
-        if self.likelihood == "gaussian":
-            return D.gaussian_fixed_log_prob(x, out, self.obs_variance)
-        mean, logvar = out
-        return D.gaussian_learned_log_prob(x, mean, logvar)
+        return self.likelihood_part.log_prob(x, self.decode(params, z))
 
-    def log_joint(self, decoder_params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
+    def log_prior(self, params: Params, z: jax.Array) -> jax.Array:
+        """log p(z)."""
+        return self.prior_part.log_prob(self, params, z)
+
+    def log_joint(self, params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
         """log p(x, z) = log p(x|z) + log p(z)."""
-        return self.log_likelihood(decoder_params, x, z) + D.standard_normal_log_prob(z)
+        return self.log_likelihood(params, x, z) + self.log_prior(params, z)
+
+    def analytic_kl(self, params: Params, post: Posterior) -> jax.Array | None:
+        """KL(q(z|x) || p(z)) in closed form, or None when there is none (a flow, or a prior without one)."""
+        kl = getattr(self.prior_part, "analytic_kl", None)
+        if self.has_flow or kl is None:
+            return None
+        return kl(post.mu, post.logvar)
 
     def sample_posterior(self, post: Posterior, key: jax.Array, stop_q_grad: bool = False):
         """One reparameterized draw z ~ q(z|x) per example, with log q(z|x) of that same z.
@@ -126,9 +168,10 @@ class VAE:
             log_q = log_q - log_det
         return z, log_q, z0
 
-    def mean_image(self, decoder_params: Params, z: jax.Array) -> jax.Array:
-        """E[x|z]: sigmoid(logits) for Bernoulli, the mean for Gaussians (for pictures)."""
-        out = self.decode(decoder_params, z)
-        if self.likelihood == "bernoulli":
-            return jax.nn.sigmoid(out)
-        return out[0] if self.likelihood == "gaussian_learned" else out
+    def sample_prior(self, params: Params, key: jax.Array, num: int) -> jax.Array:
+        """``num`` draws z ~ p(z), shape (num, latent_dim)."""
+        return self.prior_part.sample(self, params, key, num)
+
+    def mean_image(self, params: Params, z: jax.Array) -> jax.Array:
+        """E[x|z] (for pictures): sigmoid(logits) for Bernoulli, the mean for Gaussians."""
+        return self.likelihood_part.mean(self.decode(params, z))

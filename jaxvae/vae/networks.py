@@ -74,23 +74,24 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """z -> decoder output of width ``out_dim`` (or 2 * out_dim for a learned-variance Gaussian).
+    """z -> the likelihood's parameters: one Dense output layer per head (name, width, zero_init) of
+    ``likelihood.heads(x_dim)``; a single head returns an array, several a tuple in their order.
 
-    ``output_act`` is applied to the mean ('identity' for logits or an unconstrained mean, 'sigmoid'
-    for a mean in [0, 1] as in the worked example).
+    ``output_act`` is applied to the first head (the mean or logits: 'identity' for logits or an
+    unconstrained mean, 'sigmoid' for a mean in [0, 1] as in the worked example).
     """
 
     hidden: Sequence[int]
-    out_dim: int
+    heads: tuple[tuple[str, int, bool], ...]
     act: str = "tanh"
     output_act: str = "identity"
-    learned_variance: bool = False
 
     @nn.compact
     def __call__(self, z):
         h = MLP(self.hidden, self.act, name="mlp")(z)
-        mean = activation(self.output_act)(nn.Dense(self.out_dim, name="out")(h))
-        if not self.learned_variance:
-            return mean
-        logvar = nn.Dense(self.out_dim, name="out_logvar", kernel_init=nn.initializers.zeros)(h)
-        return mean, logvar
+        outs = []
+        for i, (name, width, zero_init) in enumerate(self.heads):
+            init = nn.initializers.zeros if zero_init else nn.linear.default_kernel_init
+            y = nn.Dense(width, name=name, kernel_init=init)(h)
+            outs.append(activation(self.output_act)(y) if i == 0 else y)
+        return outs[0] if len(outs) == 1 else tuple(outs)

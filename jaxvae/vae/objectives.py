@@ -15,10 +15,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxvae.vae import distributions as D
 from jaxvae.vae.model import VAE, Params, Posterior
-
-ESTIMATORS = ("elbo", "iwae", "iwae_dreg", "elbo_stl")
+from jaxvae.vae.registry import OBJECTIVES, register_objective
 
 
 def _sg(tree):
@@ -43,7 +41,7 @@ def log_weights_from_posterior(model: VAE, params: Params, x: jax.Array, post: P
 
     def one(k):
         z, log_q, _ = model.sample_posterior(post, k, stop_q_grad)
-        return model.log_joint(params["decoder"], x, z) - log_q, z
+        return model.log_joint(params, x, z) - log_q, z
 
     return jax.vmap(one)(jax.random.split(key, num_samples))
 
@@ -76,20 +74,20 @@ def elbo_terms(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_sam
                analytic_kl: bool = True, stop_q_grad: bool = False) -> dict[str, jax.Array]:
     """Per-example ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)), with S = ``num_samples`` draws.
 
-    The KL is analytic, 1/2 sum(sigma^2 + mu^2 - 1 - log sigma^2), when q is a plain Gaussian and
-    ``analytic_kl``; otherwise the Monte Carlo estimate mean_s [log q(z_s|x) - log p(z_s)].
+    The KL is analytic when the model has a closed form (a plain Gaussian q and N(0, I) prior:
+    1/2 sum(sigma^2 + mu^2 - 1 - log sigma^2)) and ``analytic_kl``; otherwise the Monte Carlo estimate
+    mean_s [log q(z_s|x) - log p(z_s)].
     """
     post = model.encode(params, x)
 
     def one(k):
         z, log_q, _ = model.sample_posterior(post, k, stop_q_grad)
-        return model.log_likelihood(params["decoder"], x, z), log_q - D.standard_normal_log_prob(z)
+        return model.log_likelihood(params, x, z), log_q - model.log_prior(params, z)
 
     rec, kl_mc = jax.vmap(one)(jax.random.split(key, num_samples))
     rec = rec.mean(0)
-    if analytic_kl and not model.has_flow and not stop_q_grad:
-        kl = D.kl_standard_normal(post.mu, post.logvar)
-    else:
+    kl = model.analytic_kl(params, post) if analytic_kl and not stop_q_grad else None
+    if kl is None:
         kl = kl_mc.mean(0)
     return {"reconstruction": rec, "kl": kl, "elbo": rec - kl}
 
@@ -120,8 +118,8 @@ def iwae_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, *, num_s
 
     def one(k):
         z, log_q, _ = model.sample_posterior(post, k)
-        ll = model.log_likelihood(params["decoder"], x, z)
-        return ll, D.standard_normal_log_prob(z) - log_q
+        ll = model.log_likelihood(params, x, z)
+        return ll, model.log_prior(params, z) - log_q
 
     ll, log_ratio = jax.vmap(one)(jax.random.split(key, num_samples))
     bound = log_mean_exp(ll + log_ratio)
@@ -140,12 +138,11 @@ def iwae_dreg_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, *, 
     """
     _check_path_estimator(model, "iwae_dreg")
     post = model.encode(params, x)
-    dec = params["decoder"]
 
     def one(k):
         z, log_q, _ = model.sample_posterior(post, k, stop_q_grad=True)
-        phi_term = model.log_joint(_sg(dec), x, z) - log_q
-        theta_term = model.log_joint(dec, x, _sg(z)) - _sg(log_q)
+        phi_term = model.log_joint(_sg(params), x, z) - log_q
+        theta_term = model.log_joint(params, x, _sg(z)) - _sg(log_q)
         return phi_term, theta_term
 
     log_w_phi, log_w_theta = jax.vmap(one)(jax.random.split(key, num_samples))
@@ -156,20 +153,57 @@ def iwae_dreg_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, *, 
     return -objective.mean(), {"iwae": bound.mean()}
 
 
-def make_loss_fn(model: VAE, name: str, *, num_samples: int = 1, analytic_kl: bool = True):
-    """The loss ``(params, x, key, beta) -> (loss, metrics)`` for an objective name in ESTIMATORS.
+# -- the registry: objective.name -> (model, params, x, key, **options) -> (loss, metrics) ------------
+# Options are the config's objective.* fields (k, beta, analytic_kl, ... and objective.options.*); each
+# objective takes what it needs and ignores the rest (**_).
 
-    ``beta`` is an argument (not a constant) so that warm-up schedules and vectorized sweeps over
-    beta trace one program.
+
+@register_objective("elbo")
+def elbo(model: VAE, params: Params, x, key, *, k: int = 1, beta=1.0, analytic_kl: bool = True, **_):
+    """The (beta-)ELBO with k samples, reparameterized gradient (Kingma & Welling 2014)."""
+    return elbo_loss(model, params, x, key, beta=beta, num_samples=k, analytic_kl=analytic_kl)
+
+
+@register_objective("elbo_stl")
+def elbo_stl(model: VAE, params: Params, x, key, *, k: int = 1, beta=1.0, **_):
+    """The ELBO with the "sticking the landing" gradient (Roeder et al. 2017)."""
+    return elbo_loss(model, params, x, key, beta=beta, num_samples=k, stl=True)
+
+
+@register_objective("iwae")
+def iwae(model: VAE, params: Params, x, key, *, k: int = 1, beta=1.0, **_):
+    """IWAE_k with the standard reparameterized gradient (Burda et al. 2015)."""
+    return iwae_loss(model, params, x, key, num_samples=k, beta=beta)
+
+
+@register_objective("iwae_dreg")
+def iwae_dreg(model: VAE, params: Params, x, key, *, k: int = 1, **_):
+    """IWAE_k with the doubly reparameterized gradient (Tucker et al. 2018)."""
+    return iwae_dreg_loss(model, params, x, key, num_samples=k)
+
+
+def make_loss_fn(model: VAE, name: str, **options):
+    """The loss ``(params, x, key, beta) -> (loss, metrics)`` of the registered objective ``name``.
+
+    ``options`` (e.g. ``k``, ``analytic_kl``; ``num_samples`` is accepted as a synonym of ``k``) are
+    bound now; ``beta`` is an argument (not a constant) so that warm-up schedules and vectorized sweeps
+    over beta trace one program.
     """
-    if name == "elbo":
-        return lambda p, x, k, beta=1.0: elbo_loss(model, p, x, k, beta=beta, num_samples=num_samples,
-                                                   analytic_kl=analytic_kl)
-    if name == "elbo_stl":
-        return lambda p, x, k, beta=1.0: elbo_loss(model, p, x, k, beta=beta, num_samples=num_samples,
-                                                   stl=True)
-    if name == "iwae":
-        return lambda p, x, k, beta=1.0: iwae_loss(model, p, x, k, num_samples=num_samples, beta=beta)
-    if name == "iwae_dreg":
-        return lambda p, x, k, beta=1.0: iwae_dreg_loss(model, p, x, k, num_samples=num_samples)
-    raise ValueError(f"unknown objective {name!r}; choose one of {ESTIMATORS}")
+    fn = OBJECTIVES.get(name)
+    if "num_samples" in options:
+        options["k"] = options.pop("num_samples")
+
+    def loss_fn(params, x, key, beta=1.0):
+        return fn(model, params, x, key, beta=beta, **options)
+
+    return loss_fn
+
+
+def objective_options(objective_config) -> dict:
+    """The options an objective gets from the config: every objective.* field but name, beta (traced)
+    and kl_warmup_steps, with the fields of objective.options (custom objectives) merged in."""
+    d = dict(objective_config.to_dict() if hasattr(objective_config, "to_dict") else objective_config)
+    extra = d.pop("options", None) or {}
+    for skip in ("name", "beta", "kl_warmup_steps"):
+        d.pop(skip, None)
+    return {**d, **dict(extra)}
