@@ -37,7 +37,7 @@ _EXPORTS = {
     "iwae_bound_chunked": "jaxvae.vae.evaluation", "active_units": "jaxvae.vae.evaluation",
     "elbo_surgery": "jaxvae.vae.evaluation",
     # runs
-    "load_run": "jaxvae.experiment.run", "Run": "jaxvae.experiment.run",
+    "load_run": "jaxvae.experiment.run", "Run": "jaxvae.experiment.run", "RunNotFound": "jaxvae.experiment.run",
     "base_config": "jaxvae.experiment.configs", "train_and_evaluate": "jaxvae.experiment.runner",
     "load_dataset": "jaxvae.data",
 }
