@@ -36,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.flow = "none"  # none | planar | radial | a registered flow (jaxvae.register_flow)
     c.model.flow_length = 0
     c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
+    c.model.compute_dtype = "float32"  # float32 | bfloat16: the networks' matmuls in training (parameters,
+    # optimizer, log-weights, log-mean-exp and KL stay float32; evaluation always runs in float32)
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
 
     c.objective = ml_collections.ConfigDict()

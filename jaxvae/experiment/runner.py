@@ -101,7 +101,8 @@ def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
         x_dim=x_dim, latent_dim=m.latent_dim, encoder_hidden=tuple(m.encoder_hidden),
         decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
         obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act, flow=m.flow,
-        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior)
+        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior,
+        compute_dtype=m.compute_dtype)
 
 
 def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarray):
