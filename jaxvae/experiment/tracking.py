@@ -71,12 +71,16 @@ def open_trackers(config, workdir: str | Path, log=print) -> list:
 
 
 # -- what is logged -----------------------------------------------------------------------------------
-def flat_params(config) -> dict[str, str]:
-    """The config as {dotted.path: value as text}: tracking tools store parameters as strings."""
+def flat_config(config) -> dict:
+    """The config as {dotted.path: value}, sorted; sequences as lists."""
     from jaxvae.experiment.validation import flatten
 
-    return {k: (str(tuple(v)) if isinstance(v, (list, tuple)) else str(v))
-            for k, v in sorted(flatten(config.to_dict()).items())}
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in sorted(flatten(config.to_dict()).items())}
+
+
+def flat_params(config) -> dict[str, str]:
+    """``flat_config`` as text, as MLflow stores parameters (sequences as tuples: ``(1, 5, 50)``)."""
+    return {k: str(tuple(v)) if isinstance(v, list) else str(v) for k, v in flat_config(config).items()}
 
 
 def _number(v) -> bool:
@@ -295,7 +299,7 @@ class WandbTracker(_Tracker):
         try:
             self.run = wandb.init(
                 project=t.wandb_project, dir=str(directory), mode=t.wandb_mode, id=run_id, name=workdir.name,
-                group=config.name, config=flat_params(config), resume="allow", reinit="create_new",
+                group=config.name, config=flat_config(config), resume="allow", reinit="create_new",
                 settings=wandb.Settings(console="off", silent=True))
         except Exception as e:
             raise TrackingError(f"W&B tracking failed to start ({type(e).__name__}: "
