@@ -152,6 +152,7 @@ def test_mlflow_resume_continues_the_same_run(tmp_path):
     w = MetricWriter(workdir, resume_step=0, tensorboard=False, config=config)
     for step in (2, 4, 6):
         w.write(step, "train", epoch=0.1, loss=10.0 - step)
+    w.write(4, "valid", iwae_5=-7.0)  # killed before the validation of step 6
     (workdir / "status.json").write_text('{"status": "preempted", "step": 6}')
     w.close()
     client = mlflow_client(store)
@@ -164,6 +165,7 @@ def test_mlflow_resume_continues_the_same_run(tmp_path):
     assert client.get_run(first).info.status == "RUNNING"
     for step in (6, 8):
         w.write(step, "train", epoch=0.2, loss=10.0 - step)
+        w.write(step, "valid", iwae_5=-step - 1.0)
     w.log_results(write_fake_results(workdir))
     w.close()
 
@@ -171,6 +173,7 @@ def test_mlflow_resume_continues_the_same_run(tmp_path):
     run = client.get_run(first)
     assert run.info.status == "FINISHED"
     assert history(client, first, "train/loss") == [(2, 8.0), (4, 6.0), (6, 4.0), (8, 2.0)]  # step 6 once
+    assert history(client, first, "valid/iwae_5") == [(4, -7.0), (6, -7.0), (8, -9.0)]
     assert "train/epoch" not in run.data.metrics
     assert run.data.params["train.num_epochs"] == "10" and run.data.tags["resumed_with.train.num_epochs"] == "20"
     assert run.data.metrics["test/iwae_5"] == -89.25 and history(client, first, "test/elbo") == [(8, -90.5)]

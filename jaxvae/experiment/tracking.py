@@ -193,12 +193,12 @@ class MLflowTracker(_Tracker):
         try:
             self.client = MlflowClient(self.uri)
             experiment_id = self._experiment_id()
-            self.run_id, self.logged_until = self._resume(workdir)
+            self.run_id, self.logged = self._resume(workdir)
             params = flat_params(config)
             if self.run_id is None:
                 run = self.client.create_run(experiment_id, run_name=workdir.name,
                                              tags={"workdir": str(workdir)})
-                self.run_id, self.logged_until = run.info.run_id, -1
+                self.run_id, self.logged = run.info.run_id, {}
                 self._log_params(params)
                 log(f"MLflow: run {self.run_id} in experiment {self.experiment!r} at {self.uri}")
             else:
@@ -228,21 +228,19 @@ class MLflowTracker(_Tracker):
                                 "(mlflow experiments restore) or set tracking.mlflow_experiment")
         return exp.experiment_id
 
-    def _resume(self, workdir: Path) -> tuple[str | None, int]:
-        """(run id, last step already logged) of this workdir's run in this store; (None, -1) if none."""
+    def _resume(self, workdir: Path) -> tuple[str | None, dict[str, int]]:
+        """(run id, {metric: last step logged}) of this workdir's run in this store; (None, {}) if none."""
         saved = _load_state(workdir).get("mlflow") or {}
         if not saved.get("run_id") or saved.get("tracking_uri") != self.uri:
-            return None, -1
+            return None, {}
         try:
             run = self.client.get_run(saved["run_id"])
         except Exception:  # deleted from the store: start a new run
-            return None, -1
+            return None, {}
         if run.info.lifecycle_stage != "active":
-            return None, -1
-        last = -1
-        for key in run.data.metrics:  # steps up to here were logged before the interruption
-            last = max([last, *(m.step for m in self.client.get_metric_history(run.info.run_id, key))])
-        return run.info.run_id, last
+            return None, {}
+        return run.info.run_id, {key: max(m.step for m in self.client.get_metric_history(run.info.run_id, key))
+                                 for key in run.data.metrics}
 
     def _log_params(self, params: dict[str, str]) -> None:
         items = [self._Param(k, v) for k, v in params.items()]
@@ -259,10 +257,10 @@ class MLflowTracker(_Tracker):
             self.client.log_batch(self.run_id, tags=changed)
 
     def _log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        if step <= self.logged_until:  # logged before the interruption, with the same values
-            return
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[self._Metric(k, v, now, step) for k, v in metrics.items()])
+        now = int(time.time() * 1000)  # points up to self.logged[k] were logged before an interruption
+        new = [self._Metric(k, v, now, step) for k, v in metrics.items() if step > self.logged.get(k, -1)]
+        if new:
+            self.client.log_batch(self.run_id, metrics=new)
 
     def _log_results(self, results: dict, workdir: Path) -> None:
         now, step = int(time.time() * 1000), _final_step(results)
