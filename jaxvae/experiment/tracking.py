@@ -75,7 +75,8 @@ def flat_config(config) -> dict:
     """The config as {dotted.path: value}, sorted; sequences as lists."""
     from jaxvae.experiment.validation import flatten
 
-    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in sorted(flatten(config.to_dict()).items())}
+    flat = sorted(flatten(config.to_dict()).items())
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in flat}
 
 
 def flat_params(config) -> dict[str, str]:
@@ -134,8 +135,7 @@ def _save_state(workdir: Path, key: str, value: dict) -> None:
 class _Tracker:
     name = "tracker"
 
-    def __init__(self, log):
-        self._log = log
+    def __init__(self):
         self._broken = False
 
     def _guard(self, what: str, fn, *args) -> None:
@@ -167,8 +167,8 @@ def mlflow_tracking_uri(config, workdir: Path) -> str:
     uri = config.tracking.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri:
         return (Path(workdir).resolve().parent / "mlruns").as_uri()
-    if "://" not in uri and not uri.startswith("file:"):
-        return Path(uri).resolve().as_uri()
+    if ":" not in uri and uri != "databricks":  # no scheme: a path
+        return Path(uri).expanduser().resolve().as_uri()
     return uri
 
 
@@ -181,7 +181,7 @@ class MLflowTracker(_Tracker):
     BATCH = 100  # params per log_batch call (MLflow's limit)
 
     def __init__(self, config, workdir: Path, log=print):
-        super().__init__(log)
+        super().__init__()
         self.uri = mlflow_tracking_uri(config, workdir)
         if self.uri.startswith("file:"):  # the documented opt-in of MLflow >= 3.7 for file stores
             os.environ.setdefault(FILE_STORE_ENV, "true")
@@ -284,7 +284,7 @@ class WandbTracker(_Tracker):
     name = "W&B"
 
     def __init__(self, config, workdir: Path, log=print):
-        super().__init__(log)
+        super().__init__()
         import wandb
 
         self._wandb = wandb
