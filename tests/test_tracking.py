@@ -145,6 +145,7 @@ def check_logged_run(workdir: Path, store: str, tmp_path: Path) -> None:
 
 
 def test_mlflow_resume_continues_the_same_run(tmp_path):
+    require("mlflow")
     store = (tmp_path / "store").as_uri()
     workdir = tmp_path / "runs" / "a"
     workdir.mkdir(parents=True)
