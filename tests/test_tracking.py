@@ -273,3 +273,13 @@ def test_wandb_offline_logs_history_summary_and_files(tmp_path, monkeypatch):
     MetricWriter(workdir, resume_step=4, tensorboard=False, config=config).close()  # resume: same run id
     assert run_id_of(workdir, "wandb") == run_id
     assert len(list((workdir / "wandb").glob(f"offline-run-*-{run_id}"))) >= 1
+
+
+def test_report_does_not_take_tracking_stores_for_runs(tmp_path):
+    """mlruns/ and wandb/ hold copies of results.json; the sweep report must not list them as runs."""
+    from jaxvae.sweeps.report import load_runs
+
+    for folder in ("k=5", "mlruns/1/abc/artifacts", "k=5/wandb/offline-run-1-x/files"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "results.json").write_text(json.dumps({"status": "finished", **FAKE_RESULTS}))
+    assert [r.name for r in load_runs(str(tmp_path))] == ["k=5"]
