@@ -85,4 +85,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.max_examples = 0  # 0 = every test example
     c.eval.surgery_samples = 1  # z draws per example for the ELBO-surgery marginal KL
     c.eval.images = True  # write PNG pictures into the workdir
+
+    # Experiment tracking beside metrics.jsonl and TensorBoard (docs/tracking.md). Only process 0 logs.
+    c.tracking = ml_collections.ConfigDict()
+    c.tracking.mlflow = False  # log to MLflow; needs pip install 'jaxvae[mlflow]'
+    c.tracking.mlflow_tracking_uri = ""  # "" = $MLFLOW_TRACKING_URI, else the file store <workdir>/../mlruns;
+    # a path (file store), file:, sqlite:///x.db or http(s):// server URI
+    c.tracking.mlflow_experiment = ""  # MLflow experiment name; "" = config.name
+    c.tracking.wandb = False  # log to Weights & Biases; needs pip install 'jaxvae[wandb]'
+    c.tracking.wandb_project = "jaxvae"
+    c.tracking.wandb_mode = "offline"  # offline (no network; upload later with wandb sync) | online | disabled
+    c.tracking.wandb_dir = ""  # where W&B writes its wandb/ folder; "" = the workdir
     return c

@@ -234,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         state = train_lib.TrainState(**restored)
         log(f"resuming from checkpoint at step {restored_step}")
     start_step = int(state.step)
-    writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0)
+    writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0, config=config)
     run_steps = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size, mesh)
     state = parallel.replicate(state, mesh)
     x_train = parallel.replicate(dataset.train, mesh)
@@ -325,6 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         "flops_per_example": train_lib.flops_per_example(model, config.objective.k),
     }
     write_json(workdir / "results.json", results)
+    writer.log_results(results)  # MLflow / W&B: final metrics, results.json and pictures
     writer.close()
     ckpts.close()
     _status(workdir, "finished", int(state.step), "results.json written")

@@ -9,6 +9,7 @@ import re
 import ml_collections
 
 from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.tracking import WANDB_MODES, config_problems
 
 CHOICES = {
     "data.binarize": ("none", "static", "dynamic"),
@@ -17,6 +18,7 @@ CHOICES = {
     "train.schedule": ("constant", "iwae"),
     "model.compute_dtype": ("float32", "bfloat16"),
     "train.nan_policy": ("stop", "skip"),
+    "tracking.wandb_mode": WANDB_MODES,
 }
 DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
 
@@ -118,6 +120,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if obj in ("elbo_stl", "iwae_dreg") and flow != "none" and given.get("model.flow_length", 0) > 0:
         problems.append(f"objective.name={obj!r} needs a Gaussian posterior; set model.flow='none' "
                         "or use objective.name='elbo' or 'iwae' with flows")
+    problems += config_problems(config)  # the package of each tracker turned on
     if problems:
         raise ConfigError(_invalid(problems))
 
