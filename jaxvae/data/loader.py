@@ -14,7 +14,7 @@ from jaxvae.data.formats import DataError
 __all__ = ["Dataset", "load_dataset", "default_data_dir", "pixel_mean", "pixel_logits", "DATASET_NAMES"]
 
 _OWN = ("binarized_mnist", "mnist", "fashion_mnist")  # jaxvae.data.builders.BUILDERS (imported lazily)
-DATASET_NAMES = ("digits", "toy_3x3", *_OWN, "tfds:<name>")
+DATASET_NAMES = ("digits", "toy_3x3", "factors_toy", *_OWN, "tfds:<name>")
 _BINARIZE = ("none", "static", "dynamic")
 _VALID_SPLITS = ("validation", "valid", "val")
 
@@ -32,6 +32,12 @@ class Dataset:
     train_labels: np.ndarray | None = None
     valid_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+    # Ground-truth factors of variation, (N, F) float32 per split, for data sets generated from known
+    # factors (factors_toy); column f is named factor_names[f]. None elsewhere.
+    train_factors: np.ndarray | None = None
+    valid_factors: np.ndarray | None = None
+    test_factors: np.ndarray | None = None
+    factor_names: tuple[str, ...] | None = None
 
 
 def default_data_dir() -> str:
@@ -54,10 +60,16 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
     if valid_size is not None and valid_size < 0:
         raise DataError(f"valid_size={valid_size} must be >= 0")
     data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+    factors, factor_names = (None, None, None), None
     if name == "digits":
         splits, labels, shape = _load_digits(valid_size)
     elif name == "toy_3x3":
         splits, labels, shape = _load_toy_3x3()
+    elif name == "factors_toy":
+        from jaxvae.data.factors_toy import FACTOR_NAMES, load_factors_toy
+
+        splits, factors, shape = load_factors_toy()
+        labels, factor_names = [f[:, 2].astype(np.int64) for f in factors], FACTOR_NAMES  # orientation
     elif name in _OWN:
         splits, labels, shape = _load_own(name, data_dir, manual_dir, download, valid_size)
     elif name.startswith("tfds:") and len(name) > 5:
@@ -69,7 +81,9 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
         splits = [(rng.random(x.shape, dtype=np.float32) < x).astype(np.float32) for x in splits]
     is_binary = all(np.all((x == 0) | (x == 1)) for x in splits)
     return Dataset(*splits, image_shape=shape, name=name, is_binary=bool(is_binary),
-                   train_labels=labels[0], valid_labels=labels[1], test_labels=labels[2])
+                   train_labels=labels[0], valid_labels=labels[1], test_labels=labels[2],
+                   train_factors=factors[0], valid_factors=factors[1], test_factors=factors[2],
+                   factor_names=factor_names)
 
 
 def pixel_mean(x: np.ndarray, eps: float = 1e-3) -> np.ndarray:
