@@ -3,6 +3,7 @@ the stated noise, and its entry in ``load_dataset``."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -78,3 +79,26 @@ def test_orientation_changes_only_the_bar():
     assert imgs[0][3].mean() > imgs[0][:, 0].mean() and imgs[1][:, 3].mean() > imgs[1][0].mean()
     assert np.diag(imgs[2]).mean() > np.diag(imgs[3]).mean()
     assert np.diag(imgs[3][:, ::-1]).mean() > np.diag(imgs[2][:, ::-1]).mean()
+
+
+def test_run_on_factors_toy_writes_rate_distortion_and_disentanglement(run_env, tmp_path):
+    """A one-epoch run of experiments/seed_claims.py: results.json holds R and D that add up to -ELBO, and
+    MIG/DCI of the encoder means against the test factors."""
+    from runhelpers import check_ok, run_main
+
+    workdir = tmp_path / "run"
+    check_ok(run_main(run_env, workdir, "--config.train.num_epochs=1", "--config.eval.ks=(1,)",
+                      "--config.eval.images=False", "--config.model.latent_dim=3", "--config.objective.beta=2.0",
+                      config="experiments/seed_claims.py"))
+    t = json.loads((workdir / "results.json").read_text())["test"]
+    assert t["num_examples"] == 1000
+    # R and D are the test ELBO's own KL and reconstruction terms (same z draws): R + D = -ELBO up to the
+    # float32 rounding of each example's difference (|elbo_i| ~ 1e2, eps 6e-8 -> < 1e-5 for the mean)
+    assert t["rate"] == t["kl"] and t["distortion"] == -t["reconstruction"]
+    assert t["rate"] + t["distortion"] == pytest.approx(-t["elbo"], abs=1e-5)
+    assert t["rate"] > 0
+    d = t["disentanglement"]
+    assert set(d["mig_per_factor"]) == {"brightness", "contrast", "orientation"}
+    assert 0.0 <= d["mig"] <= 1.0 and all(0 <= j < 3 for j in d["mig_latent"].values())
+    assert d["factor_entropy"]["orientation"] == pytest.approx(math.log(4), abs=0.01)  # ~250 of each
+    assert len(d["mi"]["brightness"]) == 3
