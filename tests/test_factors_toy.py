@@ -102,3 +102,11 @@ def test_run_on_factors_toy_writes_rate_distortion_and_disentanglement(run_env, 
     assert 0.0 <= d["mig"] <= 1.0 and all(0 <= j < 3 for j in d["mig_latent"].values())
     assert d["factor_entropy"]["orientation"] == pytest.approx(math.log(4), abs=0.01)  # ~250 of each
     assert len(d["mi"]["brightness"]) == 3
+
+
+def test_dsprites_without_a_prepared_copy_says_what_to_do(tmp_path):
+    """dSprites is optional (TFDS, prepared with TensorFlow); offline and unprepared it is one clear error."""
+    from jaxvae.data import DataError
+
+    with pytest.raises(DataError, match="dsprites is not prepared in .* download=False"):
+        load_dataset("dsprites", data_dir=str(tmp_path), download=False)

@@ -37,6 +37,8 @@ BAR_AMPLITUDE = 0.1
 NOISE_STD = 0.02
 SPLIT_SIZES = (4000, 500, 1000)  # train, validation, test
 SPLIT_SEEDS = (100, 101, 102)
+#: The factors of dSprites (``data.name = "dsprites"``, jaxvae.data.loader), for comparison with real data.
+DSPRITES_FACTORS = ("shape", "scale", "orientation", "x_position", "y_position")
 
 
 def patterns() -> tuple[np.ndarray, np.ndarray]:

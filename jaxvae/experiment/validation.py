@@ -20,7 +20,7 @@ CHOICES = {
     "train.schedule": ("constant", "iwae"),
     "train.nan_policy": ("stop", "skip"),
 }
-DATASETS = ("digits", "toy_3x3", "factors_toy", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
+DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {
