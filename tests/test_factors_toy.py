@@ -81,6 +81,22 @@ def test_orientation_changes_only_the_bar():
     assert np.diag(imgs[3][:, ::-1]).mean() > np.diag(imgs[2][:, ::-1]).mean()
 
 
+def test_manifold_residual_of_data_noise_and_blur():
+    f = F.sample_factors(np.random.default_rng(5), 2000)
+    clean = F.noiseless_images(f)
+    assert np.max(F.manifold_residual(clean)) < 1e-24  # the generator's own means lie on the manifold
+    x, _ = F.make_split(5, 2000)
+    # noise N(0, s^2) minus the part the 2 fitted coordinates (b, c) absorb: E = s^2 (1 - 2/64), with the
+    # sample mean over 2000 x 64 squared normals within 1% (sd sqrt(2 / 128000) = 0.4%)
+    assert np.mean(F.manifold_residual(x)) == pytest.approx(F.NOISE_STD**2 * (1 - 2 / 64), rel=0.015)
+    # a blurred image (the average of the 4 bars) is off the manifold by h^2 min_o |B_o - mean B|^2 / 64
+    _, bars = F.patterns()
+    blur = 0.5 + F.BAR_AMPLITUDE * bars.mean(0)
+    expected = F.BAR_AMPLITUDE**2 * min(np.sum((bars[o] - bars.mean(0)) ** 2) for o in range(4)) / 64
+    assert F.manifold_residual(blur[None])[0] == pytest.approx(expected, rel=1e-9)
+    assert expected > 2 * F.NOISE_STD**2  # clearly worse than a data image
+
+
 def test_run_on_factors_toy_writes_rate_distortion_and_disentanglement(run_env, tmp_path):
     """A one-epoch run of experiments/seed_claims.py: results.json holds R and D that add up to -ELBO, and
     MIG/DCI of the encoder means against the test factors."""
@@ -102,6 +118,7 @@ def test_run_on_factors_toy_writes_rate_distortion_and_disentanglement(run_env, 
     assert 0.0 <= d["mig"] <= 1.0 and all(0 <= j < 3 for j in d["mig_latent"].values())
     assert d["factor_entropy"]["orientation"] == pytest.approx(math.log(4), abs=0.01)  # ~250 of each
     assert len(d["mi"]["brightness"]) == 3
+    assert 0.0 < t["sample_manifold_rmse"] < 0.5
 
 
 def test_dsprites_without_a_prepared_copy_says_what_to_do(tmp_path):

@@ -91,3 +91,21 @@ def load_factors_toy() -> tuple[list[np.ndarray], list[np.ndarray], tuple[int, i
     """([train, valid, test] images, [train, valid, test] factors, (8, 8, 1))."""
     splits = [make_split(seed, n) for seed, n in zip(SPLIT_SEEDS, SPLIT_SIZES)]
     return [x for x, _ in splits], [f for _, f in splits], (IMAGE_SIDE, IMAGE_SIDE, 1)
+
+
+def manifold_residual(images: np.ndarray) -> np.ndarray:
+    """(n,) mean squared pixel distance from each image to the nearest noiseless ``factors_toy`` image:
+
+        min_{b in B_RANGE, c in C_RANGE, o} ||x - (b 1 + c P + BAR_AMPLITUDE B_o)||^2 / 64.
+
+    1, P and every B_o are orthogonal, so the objective separates: b and c are the clipped projections
+    (mean(x) and <x, P> / |P|^2) and o the bar closest to what remains. A sample-quality score for decoded
+    prior samples: a data image scores about NOISE_STD^2 (the noise), a blurred mixture of bars more.
+    """
+    x = np.asarray(images, np.float64).reshape(len(images), -1)
+    p, bars = patterns()
+    b = np.clip(x.mean(1), *BRIGHTNESS_RANGE)
+    c = np.clip(x @ p / (p @ p), *CONTRAST_RANGE)
+    rest = x - b[:, None] - c[:, None] * p[None]
+    dist = np.stack([np.mean((rest - BAR_AMPLITUDE * bars[o]) ** 2, axis=1) for o in range(len(bars))], 1)
+    return dist.min(1)
