@@ -24,7 +24,7 @@ def _run(root, beta, dim, seed, rate, dist, mig=0.5, traversal=True):
         "summary": {"beta": beta, "seed": seed, "latent_dim": dim, "objective": "elbo", "k": 1},
         "test": {"elbo": -(rate + dist), "rate": rate, "distortion": dist, "kl": rate, "reconstruction": -dist,
                  "mutual_information": 0.8 * rate, "marginal_kl": 0.2 * rate, "active_units": dim,
-                 "iwae": {"1": -(rate + dist)},
+                 "iwae": {"1": -(rate + dist)}, "sample_manifold_rmse": 0.01 * beta,
                  "disentanglement": {"mig": mig, "mig_per_factor": {"brightness": mig + 0.1, "contrast": mig - 0.1},
                                      "mig_latent": {"brightness": 1, "contrast": 0},
                                      "dci_disentanglement": 0.7, "dci_completeness": 0.6,

@@ -6,8 +6,9 @@ unless the runs hold at least two betas and the numbers it draws.
 - ``report_rate_distortion.png``: left, distortion D = -E log p(x|z) against rate R = E KL(q(z|x)||p(z))
   on the test set (Alemi et al. 2018), one point per beta and series (mean, seeds as error bars in both
   directions), each point on its own grey line R + D = const (equal ELBO, since R + D = -ELBO); the line
-  through the ELBO-optimal point is drawn dark. Right: the ELBO-surgery split of the rate,
-  R = I_q(x; z) + KL(q(z) || p(z)) (Hoffman & Johnson 2016), against beta.
+  through the ELBO-optimal point is drawn dark. Middle: the ELBO-surgery split of the rate,
+  R = I_q(x; z) + KL(q(z) || p(z)) (Hoffman & Johnson 2016), against beta. Right (when results.json has
+  ``test.sample_manifold_rmse``, i.e. on factors_toy): sample quality against distortion.
 - ``report_disentanglement.png``: MIG, MIG per factor, and DCI disentanglement / informativeness vs beta.
 - ``report_traversals.png``: each beta's latent traversals (the run with the lowest seed), one row per series.
 
@@ -118,7 +119,8 @@ def plot_rate_distortion(runs: Sequence[Any], path: str) -> bool:
     plt = R._pyplot()
     keys = sorted({p["series"] for p in points})
     colors = dict(zip(keys, R._colors(len(keys))))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    quality = beta_series(runs, "test.sample_manifold_rmse")
+    fig, axes = plt.subplots(1, 3 if quality else 2, figsize=(18 if quality else 12, 4.8))
     ax = axes[0]
     rs = [p["rate"] for p in points]
     lo, hi = min(rs), max(rs)
@@ -164,10 +166,32 @@ def plot_rate_distortion(runs: Sequence[Any], path: str) -> bool:
     ax.set_ylabel("nats")
     ax.set_title("ELBO surgery: R = I_q(x; z) + KL(q(z) || p(z))", fontsize=9)
     ax.legend(fontsize=7)
+    if quality:
+        _plot_sample_quality(axes[2], runs, points, quality, keys, colors)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
+
+
+def _plot_sample_quality(ax, runs, points, quality, keys, colors):
+    """Distortion (reconstruction) against the prior samples' distance to the data manifold, per beta."""
+    R = _R()
+    for key in keys:
+        ps = sorted((p for p in points if p["series"] == key and p["beta"] in quality.get(key, {})),
+                    key=lambda p: p["beta"])
+        stats = [R.mean_std(quality[key][p["beta"]]) for p in ps]
+        ax.errorbar([p["distortion"] for p in ps], [m for m, _, _ in stats],
+                    xerr=[p["distortion_std"] for p in ps], yerr=[sd or 0.0 for _, sd, _ in stats], fmt="o-",
+                    color=colors[key], ms=5, capsize=3, lw=1.2, label=series_label(runs, key))
+        for p, (m, _, _) in zip(ps, stats):
+            ax.annotate(f"β={p['beta']:g}", (p["distortion"], m), textcoords="offset points", xytext=(5, 4),
+                        fontsize=7, color=colors[key])
+    ax.set_xlabel("distortion D = −E log p(x|z)  (nats; lower = better reconstructions)")
+    ax.set_ylabel("prior samples' RMS distance to the data manifold\n(pixels; lower = better samples)")
+    ax.set_title("sample quality vs reconstruction (factors_toy: the manifold is known)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def factor_names(runs: Sequence[Any]) -> list[str]:
