@@ -94,3 +94,14 @@ def test_older_results_without_rate_keep_their_columns(tmp_path):
     (d / "results.json").write_text(json.dumps(r))
     text = R.write_report(str(tmp_path), verbose=False, plots=False)
     assert "rate R" not in text and "MIG" not in text
+
+
+def test_alignment_summary_counts_separate_latents(sweep):
+    runs = [r for r in R.load_runs(str(sweep)) if r.finished]
+    text = B.alignment_summary(runs, threshold=0.35)
+    # brightness on z1, contrast on z0 in every run; per-factor MIGs 0.1 beta + 0.1 and 0.1 beta - 0.1:
+    # at beta = 4 they are 0.5 and 0.3, so both exceed 0.25 (2 of 2 seeds) but not 0.35 (0 of 2)
+    assert "| 2 | 4 | 0/2 | 0.50 ± 0.00 | 0.30 ± 0.00 |" in text
+    assert "| 10 | 0.5 | 0/2 | 0.15 ± 0.00 | -0.05 ± 0.00 |" in text
+    text = B.alignment_summary(runs, threshold=0.25)
+    assert text.count("| 2/2 |") == 2 and "| 10 | 4 | 2/2 |" in text and "| 2 | 4 | 2/2 |" in text

@@ -224,12 +224,13 @@ METRICS = [  # (csv column, markdown header, results path, decimals)
     ("marginal_kl", "marginal KL", "test.marginal_kl", 2),
     ("mig", "MIG", "test.disentanglement.mig", 3),
     ("dci_disentanglement", "DCI D", "test.disentanglement.dci_disentanglement", 3),
+    ("sample_manifold_rmse", "sample RMSE", "test.sample_manifold_rmse", 4),
     ("wall_time_s", "wall time (s)", "train.wall_time_s", 1),
 ]
 
 
 # Columns left out when no run has the number (older results.json files, data without known factors).
-OPTIONAL_METRICS = {"exact_log_px", "rate", "distortion", "mig", "dci_disentanglement"}
+OPTIONAL_METRICS = {"exact_log_px", "rate", "distortion", "mig", "dci_disentanglement", "sample_manifold_rmse"}
 
 
 @dataclasses.dataclass
