@@ -264,7 +264,7 @@ def plot_traversals(runs: Sequence[Any], path: str) -> bool:
     plt = R._pyplot()
     keys = sorted({k for k, _ in cells})
     betas = sorted({b for _, b in cells})
-    fig, axes = plt.subplots(len(keys), len(betas), figsize=(2.6 * len(betas), 2.9 * len(keys)), squeeze=False)
+    fig, axes = plt.subplots(len(keys), len(betas), figsize=(3.4 * len(betas), 3.6 * len(keys)), squeeze=False)
     for i, key in enumerate(keys):
         for j, b in enumerate(betas):
             ax = axes[i][j]
