@@ -20,7 +20,7 @@ CHOICES = {
     "train.nan_policy": ("stop", "skip"),
     "tracking.wandb_mode": WANDB_MODES,
 }
-DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
+DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {
