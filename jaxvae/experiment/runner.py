@@ -350,10 +350,10 @@ def final_eval_spec(config, dataset) -> tuple[np.ndarray, np.ndarray | None, jax
     return x, labels, jax.random.key(config.seed + 2), dict(
         ks=tuple(config.eval.ks), batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
         surgery_samples=config.eval.surgery_samples, binarize=config.data.binarize,
-        seed=test_binarize_seed(config))
+        seed=eval_binarize_seed(config))
 
 
-def test_binarize_seed(config) -> int:
+def eval_binarize_seed(config) -> int:
     """Seed of the fixed binarization of the test set (data.binarize=dynamic): eval.binarize_seed when
     >= 0 (one draw for every run, as the IWAE paper's fixed test set), else the run's seed + 2."""
     fixed = int(config.eval.get("binarize_seed", -1))
@@ -367,7 +367,7 @@ def train_set_results(config, model, params, dataset) -> dict | None:
     if not size:
         return None
     x, _ = _subset(dataset.train, None, size)
-    seed = test_binarize_seed(config) + 1
+    seed = eval_binarize_seed(config) + 1
     res = evaluate_split(model, params, x, jax.random.key(config.seed + 5), ks=tuple(config.eval.ks),
                          batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
                          binarize=config.data.binarize, seed=seed, surgery=False)
