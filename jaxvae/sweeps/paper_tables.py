@@ -20,10 +20,11 @@ ours as mean ± std over seeds, the published value and the difference (ours - p
 active units; (2) a detail list per row: seeds, ours, published, difference, train-set value and the
 train/test gap (when results.json has ``train_set``), active units per stochastic layer.
 
-    python -m jaxvae.sweeps.paper_tables RUNS_DIR [--ignore data.name,data.binarize]
+    python -m jaxvae.sweeps.paper_tables RUNS_DIR [--assume data.name=mnist --assume data.binarize=dynamic]
 
-prints the tables alone; ``--ignore`` drops match fields (e.g. to set runs on statically binarized MNIST
-beside the dynamically binarized published figures, as anchors: say so wherever the numbers are quoted).
+prints the tables alone; ``--assume field=value`` matches as if every run had that config value (e.g. to
+set runs on statically binarized MNIST beside the dynamically binarized published figures, as anchors:
+say so wherever the numbers are quoted).
 """
 
 from __future__ import annotations
@@ -126,9 +127,12 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def matches(results: dict, match: dict, ignore: Sequence[str] = (), defaults: dict | None = None) -> bool:
+def matches(results: dict, match: dict, assume: dict | None = None, defaults: dict | None = None) -> bool:
+    """Whether the run's config has every ``match`` field (``assume``: values taken instead of the run's)."""
     defaults = _defaults() if defaults is None else defaults
-    return all(_same(_config_value(results, f, defaults), v) for f, v in match.items() if f not in ignore)
+    assume = assume or {}
+    return all(_same(assume[f] if f in assume else _config_value(results, f, defaults), v)
+               for f, v in match.items())
 
 
 def _seed_key(results: dict) -> str:
@@ -189,12 +193,12 @@ def _metric_path(metric: str) -> str:
     return METRIC_PATHS.get(metric, metric)
 
 
-def _lines(table: PaperTable, runs: Sequence[dict], ignore: Sequence[str], defaults: dict) -> list[Line]:
+def _lines(table: PaperTable, runs: Sequence[dict], assume: dict, defaults: dict) -> list[Line]:
     path = _metric_path(table.metric)
     train_path = "train_set." + path.split(".", 1)[1] if path.startswith("test.") else None
     out = []
     for entry in table.rows:
-        hits = [r for r in runs if matches(r, entry["match"], ignore, defaults)]
+        hits = [r for r in runs if matches(r, entry["match"], assume, defaults)]
         groups: dict[str, list] = {}
         for r in hits:
             groups.setdefault(_seed_key(r), []).append(r)
@@ -223,14 +227,14 @@ def _signed(v: float | None) -> str:
     return "" if v is None else f"{v:+.2f}"
 
 
-def paper_tables(runs: Sequence[dict], ignore: Sequence[str] = (), folder: str | Path = PAPERS_DIR
+def paper_tables(runs: Sequence[dict], assume: dict | None = None, folder: str | Path = PAPERS_DIR
                  ) -> list[dict]:
     """For each paper table with matching runs (``runs``: finished runs' results dicts): a dict with
     ``title``, ``note`` and ``tables``: a list of (caption, headers, rows, numeric) tables."""
     defaults = _defaults()
     out = []
     for table in load_paper_tables(folder):
-        lines = _lines(table, runs, ignore, defaults)
+        lines = _lines(table, runs, assume or {}, defaults)
         if not lines:
             continue
         tables = []
@@ -272,9 +276,9 @@ def paper_tables(runs: Sequence[dict], ignore: Sequence[str] = (), folder: str |
                          _signed(line.diff), _fmt(line.train[0]), _signed(gap), _au(line)])
         tables.append(("detail", headers, rows, [False, False] + [True] * 6))
         note = table.note
-        if ignore:
-            note += (f" Matched ignoring {', '.join(ignore)}: the published values are anchors from another "
-                     "setting, not like-for-like.")
+        if assume:
+            note += (f" Matched assuming {', '.join(f'{k}={v}' for k, v in assume.items())} for every run: the "
+                     "published values are anchors from another setting, not like-for-like.")
         better = ("lower is better; " if table.metric in LOWER_IS_BETTER else "") + \
             "diff = ours − paper; train − test: the train-set value minus the test value"
         out.append({"title": table.title, "file": table.file, "note": f"{note} ({better}.)", "tables": tables})
@@ -302,11 +306,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jaxvae.sweeps.paper_tables",
                                 description="Lay finished runs out like the published tables in jaxvae/sweeps/papers/.")
     p.add_argument("root", help="folder holding run workdirs (searched recursively)")
-    p.add_argument("--ignore", default="", help="comma-separated match fields to ignore (anchors)")
+    p.add_argument("--assume", action="append", default=[], metavar="FIELD=VALUE",
+                   help="match as if every run had this config value (anchors from another setting)")
     args = p.parse_args(argv)
     runs = [r.results for r in load_runs(args.root) if r.finished]
-    ignore = tuple(f for f in args.ignore.split(",") if f)
-    sys.stdout.write(markdown(paper_tables(runs, ignore)) or "no finished run matches a published table\n")
+    assume = {}
+    for item in args.assume:
+        field, _, value = item.partition("=")
+        try:
+            assume[field] = json.loads(value)
+        except ValueError:
+            assume[field] = value
+    sys.stdout.write(markdown(paper_tables(runs, assume)) or "no finished run matches a published table\n")
     return 0
 
 
