@@ -80,11 +80,17 @@ class HierarchicalVAE:
     obs_variance: float = 1.0
     decoder_output_act: str = "identity"
 
-    # What the runner and the estimators read of any model: no flow, an N(0, I) top prior.
+    # What the runner and the estimators read of any model: no flow, an N(0, I) top prior, float32 networks.
     flow = "none"
     flow_length = 0
     amortized_flow = True
     prior = "standard_normal"
+    compute_dtype = "float32"  # (mixed precision, model.compute_dtype on newer branches: VAE only for now)
+    network_dtype = None
+
+    def in_float32(self) -> "HierarchicalVAE":
+        """The same model (its networks always compute in float32)."""
+        return self
 
     def __post_init__(self):
         if not self.latent_dims or any(int(d) < 1 for d in self.latent_dims):
