@@ -13,7 +13,8 @@ from jaxvae.data.formats import DataError
 
 __all__ = ["Dataset", "load_dataset", "default_data_dir", "pixel_mean", "pixel_logits", "DATASET_NAMES"]
 
-_OWN = ("binarized_mnist", "mnist", "fashion_mnist")  # jaxvae.data.builders.BUILDERS (imported lazily)
+_OWN = ("binarized_mnist", "mnist", "fashion_mnist", "omniglot")  # jaxvae.data.builders.BUILDERS (lazily;
+# omniglot's builder is jaxvae.data.omniglot)
 DATASET_NAMES = ("digits", "toy_3x3", "factors_toy", "dsprites", *_OWN, "tfds:<name>")
 _BINARIZE = ("none", "static", "dynamic")
 _VALID_SPLITS = ("validation", "valid", "val")
@@ -53,7 +54,8 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
     binarize: "none" | "static" (one Bernoulli draw with `seed`, stored) | "dynamic"
     (grey levels returned; binarize per batch with `binarize_batch`).
     valid_size: validation examples carved off the end of train when the dataset has no
-    validation split (mnist, fashion_mnist: 10000; digits: 200).
+    validation split (mnist, fashion_mnist: 10000; digits: 200; the IWAE paper's MNIST: 400).
+    omniglot: the IWAE paper's 28x28 Omniglot (jaxvae.data.omniglot), 23000 / 1345 / 8070.
     """
     if binarize not in _BINARIZE:
         raise DataError(f"binarize={binarize!r}: expected one of {', '.join(_BINARIZE)}")
@@ -178,6 +180,7 @@ def _load_dsprites(data_dir, download):
 
 def _load_own(name, data_dir, manual_dir, download, valid_size):
     from jaxvae.data import builders
+    from jaxvae.data import omniglot as _omniglot  # noqa: F401 - registers BUILDERS["omniglot"]
 
     builder = builders.prepare(name, data_dir, manual_dir=manual_dir, download=download)
     divisor = 1 if name == "binarized_mnist" else 255

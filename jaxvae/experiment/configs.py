@@ -22,10 +22,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.download = True  # allow downloading the standard files when manual_dir is empty
     c.data.binarize = "none"  # none | static | dynamic (fresh Bernoulli(pixel) draw every batch)
     c.data.valid_size = 0  # examples carved off train when the dataset has no validation split; 0 = default
+    # (the IWAE paper's dynamically binarized MNIST: 400, the last 400 of the 60000 training images)
     c.data.image_key = "image"  # feature holding the image, for tfds:<name>
 
     c.model = ml_collections.ConfigDict()
     c.model.latent_dim = 50
+    c.model.stochastic_layers = 1  # Gaussian stochastic layers z_1..z_L (Burda et al. 2015 section 5); >1: HierarchicalVAE
+    c.model.latent_dims = ()  # sizes of z_1..z_L when stochastic_layers > 1 (z_1 next to x), e.g. (100, 50)
+    c.model.upper_hidden = (100, 100)  # MLP between z_l and z_{l+1} (both q and p) when stochastic_layers > 1
     c.model.encoder_hidden = (200, 200)
     c.model.decoder_hidden = (200, 200)
     c.model.activation = "tanh"
@@ -64,6 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.eval_every_epochs = 1  # validation bound (for the best checkpoint); 0 = only at the end
     c.train.checkpoint_every_epochs = 1
     c.train.keep_checkpoints = 3
+    c.train.init_from = ""  # workdir of another run whose parameters start this one (fresh optimizer;
+    # Burda et al. 2015 Table 2); "" = fresh initialisation
+    c.train.init_checkpoint = "best"  # best | latest: which checkpoint of train.init_from
     c.train.nan_policy = "stop"  # stop | skip (skip the update of a step with a non-finite loss/gradient)
 
     c.parallel = ml_collections.ConfigDict()
@@ -83,6 +90,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.valid_k = 50  # bound used on the validation set to pick the best checkpoint
     c.eval.valid_examples = 2000  # validation examples used for it (0 = all)
     c.eval.max_examples = 0  # 0 = every test example
+    c.eval.train_examples = 0  # train-set bounds (ELBO, IWAE_K, NLL) on a fixed subset of this many training
+    # examples, for the train/test gap; 0 = none
+    c.eval.binarize_seed = -1  # data.binarize=dynamic: seed of the one fixed binarization of the test set
+    # (and the train subset); -1 = the run's seed + 2 (per seed), >= 0 = the same draw for every run
     c.eval.surgery_samples = 1  # z draws per example for the ELBO-surgery marginal KL
     c.eval.images = True  # write PNG pictures into the workdir
 

@@ -229,7 +229,10 @@ def write_pictures(model, params, workdir, key, *, x_test: np.ndarray, image_sha
 
     # -- latent points to decode, all in one batch ---------------------------------------------------
     blocks: dict[str, np.ndarray] = {}
-    blocks["samples"] = np.asarray(model.sample_prior(params, key, SAMPLE_GRID * SAMPLE_GRID), dtype=np.float32)
+    prior_z = model.sample_prior(params, key, SAMPLE_GRID * SAMPLE_GRID)
+    if isinstance(prior_z, tuple):  # a hierarchical model's (z_1, ..., z_L): pictures decode z_1
+        prior_z = prior_z[0]
+    blocks["samples"] = np.asarray(prior_z, dtype=np.float32)
 
     loc = None
     if n > 0:

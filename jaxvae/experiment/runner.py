@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from jaxvae import data as data_lib
-from jaxvae.experiment import parallel
+from jaxvae.experiment import init_from, parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
 from jaxvae.experiment.eval_driver import evaluate_split
@@ -98,6 +98,14 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
 
 def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
     m = config.model
+    if int(m.get("stochastic_layers", 1)) > 1:
+        from jaxvae.vae.hierarchical import HierarchicalVAE
+
+        return HierarchicalVAE(
+            x_dim=x_dim, latent_dims=tuple(int(d) for d in m.latent_dims),
+            encoder_hidden=tuple(m.encoder_hidden), decoder_hidden=tuple(m.decoder_hidden),
+            upper_hidden=tuple(m.upper_hidden), activation=m.activation, likelihood=m.likelihood,
+            obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act)
     return VAE(
         x_dim=x_dim, latent_dim=m.latent_dim, encoder_hidden=tuple(m.encoder_hidden),
         decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
@@ -121,7 +129,7 @@ def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarr
 
 def is_linear_gaussian(model: VAE) -> bool:
     return (model.likelihood_name == "gaussian" and model.prior == "standard_normal" and not model.decoder_hidden and not model.has_flow
-            and model.decoder_output_act == "identity")
+            and model.decoder_output_act == "identity" and getattr(model, "stochastic_layers", 1) == 1)
 
 
 def _config_fingerprint(config: ml_collections.ConfigDict) -> dict:
@@ -227,6 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     tx = train_lib.make_optimizer(config, schedule)
     state = train_lib.create_train_state(model, tx, config.seed,
                                          output_bias(config, model, dataset.train))
+    state = init_from.apply(config, state, tx, log)  # train.init_from (a resumed checkpoint wins below)
     mesh = parallel.make_mesh(config.parallel.num_devices)
     parallel.check_divisible(batch_size, mesh, "train.batch_size")
     ckpts = Checkpoints(workdir, config.train.keep_checkpoints)
@@ -357,7 +366,30 @@ def final_eval_spec(config, dataset) -> tuple[np.ndarray, np.ndarray | None, jax
     x, labels = _subset(dataset.test, dataset.test_labels, config.eval.max_examples)
     return x, labels, jax.random.key(config.seed + 2), dict(
         ks=tuple(config.eval.ks), batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
-        surgery_samples=config.eval.surgery_samples, binarize=config.data.binarize, seed=config.seed + 2)
+        surgery_samples=config.eval.surgery_samples, binarize=config.data.binarize,
+        seed=eval_binarize_seed(config))
+
+
+def eval_binarize_seed(config) -> int:
+    """Seed of the fixed binarization of the test set (data.binarize=dynamic): eval.binarize_seed when
+    >= 0 (one draw for every run, as the IWAE paper's fixed test set), else the run's seed + 2."""
+    fixed = int(config.eval.get("binarize_seed", -1))
+    return fixed if fixed >= 0 else config.seed + 2
+
+
+def train_set_results(config, model, params, dataset) -> dict | None:
+    """Bounds on a fixed subset of ``eval.train_examples`` training examples (binarized once, like the test
+    set, with the test seed + 1), for the train/test gap; None when eval.train_examples is 0."""
+    size = int(config.eval.get("train_examples", 0))
+    if not size:
+        return None
+    x, _ = _subset(dataset.train, None, size)
+    seed = eval_binarize_seed(config) + 1
+    res = evaluate_split(model, params, x, jax.random.key(config.seed + 5), ks=tuple(config.eval.ks),
+                         batch_size=config.eval.batch_size, chunk_size=config.eval.chunk_size,
+                         binarize=config.data.binarize, seed=seed, surgery=False)
+    res.pop("seconds", None)
+    return res
 
 
 def _validate(config, model, state, dataset, mesh) -> dict:
@@ -400,6 +432,7 @@ def final_results(config, model, params, dataset, workdir: Path, test: dict) -> 
             "beta": config.objective.beta, "seed": config.seed, "latent_dim": config.model.latent_dim,
         },
         "test": test,
+        "train_set": train_set_results(config, model, params, dataset),
         "eval_wall_time_s": eval_seconds,
         "pictures": [os.path.basename(p) for p in pictures],
         "curves": "metrics.jsonl",

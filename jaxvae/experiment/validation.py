@@ -19,8 +19,10 @@ CHOICES = {
     "model.compute_dtype": ("float32", "bfloat16"),
     "train.nan_policy": ("stop", "skip"),
     "tracking.wandb_mode": WANDB_MODES,
+    "train.init_checkpoint": ("best", "latest"),
 }
-DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
+DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "omniglot",
+            "tfds:<name>")
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {
@@ -35,7 +37,8 @@ MINIMUM = {
     "eval.valid_examples": (0, False), "eval.surgery_samples": (1, False), "data.valid_size": (0, False),
     "train.adam_eps": (0, True), "train.adam_b1": (0, False), "train.adam_b2": (0, False),
     "parallel.num_devices": (0, False), "parallel.num_processes": (1, False), "parallel.process_id": (0, False),
-    "parallel.member_shards": (0, False),
+    "parallel.member_shards": (0, False), "model.stochastic_layers": (1, False),
+    "eval.train_examples": (0, False), "eval.binarize_seed": (-1, False),
 }
 # field -> (highest allowed, exclusive?)
 MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True)}
@@ -109,7 +112,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     name = given.get("data.name", "")
     if isinstance(name, str) and not (name in DATASETS[:-1] or (name.startswith("tfds:") and len(name) > 5)):
         problems.append(f"data.name={name!r} is not one of {', '.join(DATASETS)}")
-    for field in ("eval.ks", "model.encoder_hidden", "model.decoder_hidden"):
+    problems += _hierarchy_problems(given)
+    for field in ("eval.ks", "model.encoder_hidden", "model.decoder_hidden", "model.latent_dims",
+                  "model.upper_hidden"):
         value = given.get(field, ())
         if isinstance(value, (tuple, list)):
             bad = [v for v in value if not isinstance(v, int) or isinstance(v, bool) or v < 1]
@@ -123,6 +128,26 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     problems += config_problems(config)  # the package of each tracker turned on
     if problems:
         raise ConfigError(_invalid(problems))
+
+
+def _hierarchy_problems(given: dict) -> list[str]:
+    """model.stochastic_layers > 1 (jaxvae.vae.hierarchical): one size per layer, no flow, an N(0, I) prior."""
+    layers = given.get("model.stochastic_layers", 1)
+    dims = given.get("model.latent_dims", ())
+    if not isinstance(layers, int) or layers <= 1:
+        if isinstance(dims, (tuple, list)) and len(dims) > 1:
+            return [f"model.latent_dims={tuple(dims)!r} has {len(dims)} sizes but model.stochastic_layers="
+                    f"{layers!r}; set model.stochastic_layers={len(dims)} or leave model.latent_dims=()"]
+        return []
+    problems = []
+    if not isinstance(dims, (tuple, list)) or len(dims) != layers:
+        problems.append(f"model.stochastic_layers={layers} needs model.latent_dims with {layers} sizes "
+                        f"(z_1 first, e.g. (100, 50)); got {dims!r}")
+    if given.get("model.flow", "none") != "none" and given.get("model.flow_length", 0) > 0:
+        problems.append("model.stochastic_layers > 1 has Gaussian layers only; set model.flow='none'")
+    if given.get("model.prior", "standard_normal") != "standard_normal":
+        problems.append("model.stochastic_layers > 1 uses p(z_L) = N(0, I); set model.prior='standard_normal'")
+    return problems
 
 
 FREE_FORM = ("objective.options.",)  # fields a custom objective declares; not checked against the defaults

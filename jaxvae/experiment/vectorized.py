@@ -63,7 +63,7 @@ import ml_collections
 import numpy as np
 
 from jaxvae import data as data_lib
-from jaxvae.experiment import parallel
+from jaxvae.experiment import init_from, parallel
 from jaxvae.experiment import runner as R
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
@@ -291,6 +291,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
         for m in members:
             state = train_lib.create_train_state(model, tx, m.config.seed,
                                                  R.output_bias(m.config, model, m.dataset.train))
+            state = init_from.apply(m.config, state, tx, lambda s, m=m: log(f"{m.label} {s}"))
             m.ckpts = Checkpoints(m.workdir, m.config.train.keep_checkpoints)
             restored, restored_step = m.ckpts.restore_latest(state._asdict())
             if restored is not None:

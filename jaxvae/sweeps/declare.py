@@ -25,7 +25,7 @@ DEFAULT_VECTORIZE = 16  # the default cap on runs per vectorized process
 # shapes or the program, and runs that differ in it go to separate processes.
 VECTORIZED_TRACED_FIELDS = ("train.learning_rate", "objective.beta", "objective.kl_warmup_steps")  # traced
 VECTORIZED_HOST_FIELDS = (  # only used on the host or for per-member setup (init, data order, keys)
-    "seed", "name", "train.log_every_steps", "train.keep_checkpoints")
+    "seed", "name", "train.log_every_steps", "train.keep_checkpoints", "train.init_from")
 VECTORIZED_HOST_PREFIXES = ("eval.",)  # evaluation is sequential per member, with its own config
 VECTORIZED_FIELDS = VECTORIZED_TRACED_FIELDS + VECTORIZED_HOST_FIELDS + tuple(p + "*" for p in VECTORIZED_HOST_PREFIXES)
 

@@ -748,6 +748,7 @@ class Report:
     seeds_csv: list[dict]
     problems: Table | None
     plots: list[tuple[str, str]]  # (file name, title)
+    papers: list = dataclasses.field(default_factory=list)  # jaxvae.sweeps.paper_tables sections
 
     def markdown(self) -> str:
         finished = [r for r in self.records if r.finished]
@@ -759,6 +760,10 @@ class Report:
             out += ["", "## Mean ± std over seeds", "",
                     "Runs whose configs differ only by seed; sample standard deviation (n − 1).", "",
                     self.seeds.markdown()]
+        if self.papers:
+            from jaxvae.sweeps import paper_tables
+
+            out += ["", paper_tables.markdown(self.papers).rstrip()]
         if self.problems is not None:
             out += ["", "## Unfinished and failed runs", "", self.problems.markdown()]
         if self.plots:
@@ -775,6 +780,9 @@ class Report:
             parts += ["<h2>Mean ± std over seeds</h2>",
                       "<p>Runs whose configs differ only by seed; sample standard deviation (n − 1).</p>",
                       self.seeds.html()]
+        for sec in self.papers:
+            parts += [f"<h2>{html.escape(sec['title'])}</h2>", f"<p>{html.escape(sec['note'])}</p>"]
+            parts += [Table(list(h), [list(r) for r in rows], list(n)).html() for _, h, rows, n in sec["tables"]]
         if self.problems is not None:
             parts += ["<h2>Unfinished and failed runs</h2>", self.problems.html()]
         for name, title in self.plots:
@@ -807,7 +815,10 @@ def build_report(root: str, plots: bool = True, out_dir: str | None = None) -> R
                 made.append((name, title))
             elif os.path.exists(path):
                 os.remove(path)  # stale picture of an earlier report
-    return Report(out_dir, records, runs, runs_csv, seeds_tab, seeds_csv, problems_table(records), made)
+    from jaxvae.sweeps.paper_tables import paper_tables  # published values beside ours (papers/*.json)
+
+    papers = paper_tables([r.results for r in finished])
+    return Report(out_dir, records, runs, runs_csv, seeds_tab, seeds_csv, problems_table(records), made, papers)
 
 
 def write_report(root: str, plots: bool = True, out_dir: str | None = None, verbose: bool = True) -> str:
