@@ -125,7 +125,21 @@ def is_linear_gaussian(model: VAE) -> bool:
 def _config_fingerprint(config: ml_collections.ConfigDict) -> dict:
     """The parts of the config a resumed run must share with the run it resumes."""
     c = config.to_dict()
-    return {k: c[k] for k in ("seed", "data", "model", "objective", "train")}
+    return {k: c[k] for k in ("seed", "imports", "data", "model", "objective", "train")}
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A saved fingerprint with fields added since it was written filled in with their defaults, so
+    that a run written by an older jaxvae still resumes."""
+    from jaxvae.experiment.configs import base_config
+
+    def merge(default, given):
+        if isinstance(default, dict) and isinstance(given, dict):
+            return {k: merge(default.get(k), given[k]) if k in default else given[k] for k in given} | {
+                k: v for k, v in default.items() if k not in given}
+        return given
+
+    return merge(json.loads(json.dumps(_config_fingerprint(base_config()))), saved)
 
 
 @contextlib.contextmanager
@@ -175,7 +189,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path, allow_conf
     saved = workdir / "config.json"
     fingerprint = _config_fingerprint(config)
     if saved.exists() and not allow_config_change:
-        old = json.loads(saved.read_text())
+        old = _with_defaults(json.loads(saved.read_text()))
         if old != json.loads(json.dumps(fingerprint)):
             diff = sorted(_diff_keys(old, json.loads(json.dumps(fingerprint))))
             raise RunError(
