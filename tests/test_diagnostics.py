@@ -131,3 +131,29 @@ def test_evaluate_split_reports_weight_health(linear_gaussian):
     assert not any(line.startswith("warning") for line in weight_health_lines(good))
     small = evaluate_split(lg.model, lg.params(), x, jax.random.key(0), ks=(1, 5), surgery=False)
     assert small["pareto_k"] is None
+
+
+def test_diagnose_command_writes_json_and_figure(resume_reference, tmp_path, capsys):
+    """``python -m jaxvae.diagnose`` on a finished run (a copy of the session's reference run): SNR rows for
+    every (estimator, K), MIWAE/PIWAE spending K as M x K/M, a PNG; and the run's results.json (written by this
+    code) carries the weight-health numbers."""
+    import json
+    import shutil
+
+    from jaxvae import diagnose
+
+    work = tmp_path / "run"
+    shutil.copytree(resume_reference, work)
+    results = json.loads((work / "results.json").read_text())["test"]
+    assert set(results["ess"]) == {"1", "5", "50"} and results["pareto_k"]["k"] == 50
+    assert 0 < results["ess"]["50"]["p10"] <= results["ess"]["50"]["mean"] <= 1
+    for checkpoint in ("init", "latest"):
+        assert diagnose.main([str(work), "--ks", "1,4", "--estimators", "iwae,piwae,rws", "--draws", "3",
+                              "--batch", "2", "--m", "2", "--checkpoint", checkpoint]) == 0
+        out = json.loads((work / f"snr_{checkpoint}.json").read_text())
+        assert [r["k"] for r in out["snr"]["piwae"]] == [1, 4]
+        assert out["snr"]["piwae"][1]["options"] == {"m": 2, "k": 2}
+        assert out["snr"]["iwae"][0]["encoder"]["snr_mean"] > 0
+        assert (work / f"snr_{checkpoint}.png").stat().st_size > 1000
+    assert diagnose.main([str(work), "--estimators", "nope"]) == 2
+    assert "unknown estimators" in capsys.readouterr().err
