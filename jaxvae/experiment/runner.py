@@ -25,6 +25,7 @@ from jaxvae.experiment import parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
 from jaxvae.experiment.eval_driver import evaluate_split, weight_health_lines
+from jaxvae.experiment.factor_eval import factor_metrics, rate_distortion, sample_quality
 from jaxvae.vae.evaluation import linear_gaussian_log_px
 from jaxvae.experiment.metrics import MetricWriter
 from jaxvae.vae.model import VAE
@@ -101,7 +102,8 @@ def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
         x_dim=x_dim, latent_dim=m.latent_dim, encoder_hidden=tuple(m.encoder_hidden),
         decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
         obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act, flow=m.flow,
-        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior)
+        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior,
+        compute_dtype=m.compute_dtype)
 
 
 def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarray):
@@ -233,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         state = train_lib.TrainState(**restored)
         log(f"resuming from checkpoint at step {restored_step}")
     start_step = int(state.step)
-    writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0)
+    writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0, config=config)
     run_steps = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size, mesh)
     state = parallel.replicate(state, mesh)
     x_train = parallel.replicate(dataset.train, mesh)
@@ -324,6 +326,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         "flops_per_example": train_lib.flops_per_example(model, config.objective.k * config.objective.m),
     }
     write_json(workdir / "results.json", results)
+    writer.log_results(results)  # MLflow / W&B: final metrics, results.json and pictures
     writer.close()
     ckpts.close()
     _status(workdir, "finished", int(state.step), "results.json written")
@@ -377,6 +380,10 @@ def final_results(config, model, params, dataset, workdir: Path, test: dict) -> 
     if is_linear_gaussian(model):
         test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, params, jnp.asarray(x))))
     eval_seconds = test.pop("seconds")
+    test.update(rate_distortion(test))
+    factors = _subset(dataset.test, getattr(dataset, "test_factors", None), config.eval.max_examples)[1]
+    test.update(factor_metrics(model, params, x, factors, getattr(dataset, "factor_names", None)))
+    test.update(sample_quality(model, params, jax.random.key(config.seed + 4), config.data.name))
     pictures = []
     if config.eval.images and jax.process_index() == 0:
         from jaxvae.experiment.pictures import write_pictures

@@ -9,15 +9,18 @@ import re
 import ml_collections
 
 from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.tracking import WANDB_MODES, config_problems
 
 CHOICES = {
     "data.binarize": ("none", "static", "dynamic"),
     "model.activation": ("tanh", "relu", "elu", "gelu", "softplus", "sigmoid", "identity"),
     "model.decoder_output_act": ("identity", "sigmoid", "tanh", "softplus"),
     "train.schedule": ("constant", "iwae"),
+    "model.compute_dtype": ("float32", "bfloat16"),
     "train.nan_policy": ("stop", "skip"),
+    "tracking.wandb_mode": WANDB_MODES,
 }
-DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
+DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {
@@ -118,6 +121,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         problems.append(f"objective.name={obj!r} needs a Gaussian posterior; set model.flow='none' "
                         "or use objective.name='elbo' or 'iwae' with flows")
     problems += _tighter_bound_problems(given)
+    problems += config_problems(config)  # the package of each tracker turned on
     if problems:
         raise ConfigError(_invalid(problems))
 
