@@ -65,7 +65,7 @@ BAD_VALUES = [
     ("model.flow_length", -1, "model.flow_length=-1 must be >= 0"),
     ("eval.ks", (1, 0, 50), "eval.ks=(1, 0, 50) must be a non-empty list of integers >= 1"),
     ("eval.ks", (), "eval.ks=() must be a non-empty list"),
-    ("objective.name", "vae", "objective.name='vae' is not one of elbo, elbo_stl, iwae, iwae_dreg"),
+    ("objective.name", "vae", "objective.name='vae' is not one of ciwae, elbo, elbo_stl, iwae, iwae_dreg, miwae, piwae, rws, rws_dreg"),
     ("model.likelihood", "poisson", "model.likelihood='poisson' is not one of bernoulli, gaussian"),
     ("model.flow", "maf", "model.flow='maf' is not one of none, planar, radial"),
     ("data.name", "cifar", "data.name='cifar' is not one of digits, "),
@@ -108,7 +108,7 @@ BAD_COMMAND_LINES = [
     (["--config.objective.beta=-1"], "objective.beta=-1.0 must be >= 0"),
     (["--config.model.obs_variance=0"], "model.obs_variance=0.0 must be > 0"),
     (["--config.eval.ks=(1,0,50)"], "eval.ks=(1, 0, 50) must be a non-empty list"),
-    (["--config.objective.name=vae"], "is not one of elbo, elbo_stl, iwae, iwae_dreg"),
+    (["--config.objective.name=vae"], "is not one of ciwae, elbo, elbo_stl, iwae, iwae_dreg, miwae"),
     (["--config.data.name=cifar10"], "data.name='cifar10' is not one of digits, "),
     (["--config=experiments/no_such_experiment.py"], "cannot load the --config file"),
 ]

@@ -230,3 +230,27 @@ def test_cli_and_empty_folder(tmp_path: Path, sweep_dir: Path, capsys):
     assert report.main([str(empty)]) == 0
     assert "0 finished run(s), 0 unfinished or failed." in capsys.readouterr().out
     assert report.main([str(tmp_path / "missing")]) == 2
+
+
+def test_weight_health_columns_and_snr_figures(tmp_path: Path):
+    """ESS/K (mean, 10th percentile) at the NLL's K and the share of k-hat > 0.7 appear as columns when runs
+    have them; snr_<checkpoint>.png written by ``python -m jaxvae.diagnose`` into a workdir is shown."""
+    root = tmp_path / "runs" / "tb"
+    res = _results("iwae", 64, 0, -90.0, {"1": -90.0, "1000": -86.0}, 86.0, nll_k=1000)
+    res["test"].update(ess={"1": {"mean": 1.0, "p10": 1.0}, "1000": {"mean": 0.0123, "p10": 0.0021}},
+                       pareto_k={"k": 1000, "mean": 0.61, "median": 0.6, "max": 1.2, "frac_above_0_7": 0.25})
+    wd = _write_run(root, "k=64", res)
+    _write_run(root, "k=1", _results("elbo", 1, 0, -91.0, {"1": -91.0, "1000": -87.0}, 87.0, nll_k=1000))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.plot([1, 2])
+    plt.savefig(wd / "snr_init.png")
+    plt.close()
+    md = report.write_report(str(root))
+    rows = _md_rows(md, "Runs")
+    col = {h: i for i, h in enumerate(rows["header"])}
+    assert rows["k=64"][col["ESS/K"]] == "0.012" and rows["k=64"][col["ESS/K p10"]] == "0.002"
+    assert rows["k=64"][col["k-hat > 0.7"]] == "0.250" and rows["k=1"][col["ESS/K"]] == ""
+    assert "![Gradient SNR vs K: k=64 (init)](k=64/snr_init.png)" in md
+    assert (root / "report.html").read_text().count('src="data:image/png;base64,') >= 2

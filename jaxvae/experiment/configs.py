@@ -45,8 +45,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
 
     c.objective = ml_collections.ConfigDict()
-    c.objective.name = "elbo"  # elbo | elbo_stl | iwae | iwae_dreg | a registered objective
+    c.objective.name = "elbo"  # elbo | elbo_stl | iwae | iwae_dreg | miwae | piwae | ciwae | rws | rws_dreg | registered
     c.objective.k = 1  # samples per example: K of the IWAE bound, or S of a multi-sample ELBO
+    # (for miwae/piwae: K of each of the objective.m groups, M*K draws in all)
+    c.objective.m = 1  # miwae/piwae only: M, the number of independent IWAE_K bounds averaged (Rainforth et al. 2018)
+    c.objective.beta_ciwae = 0.5  # ciwae only: CIWAE = beta_ciwae * ELBO_K + (1 - beta_ciwae) * IWAE_K, in [0, 1]
     c.objective.beta = 1.0  # KL weight (beta-VAE); the final value of the KL warm-up
     c.objective.kl_warmup_steps = 0  # beta ramps linearly from 0 to objective.beta over these steps
     c.objective.analytic_kl = True  # analytic KL where it exists (Gaussian q without flow)

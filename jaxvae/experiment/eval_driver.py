@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae.vae import evaluation
+from jaxvae.vae import diagnostics, evaluation
 from jaxvae.data import eval_batches
 from jaxvae.vae.model import VAE, Params
 from jaxvae.vae.objectives import elbo_terms
@@ -38,9 +38,14 @@ def _batch_bounds_impl(model: VAE, params: Params, x: jax.Array, key: jax.Array,
     k_elbo, k_iwae = jax.random.split(key)
     out = elbo_terms(model, params, x, k_elbo, num_samples=1)
     post = model.encode(params, x)
-    for i, k in enumerate(ks):
-        out[f"iwae_{k}"] = evaluation.iwae_bound_chunked(
-            model, params, x, jax.random.fold_in(k_iwae, i), k, chunk_size)
+    for i, k in enumerate(ks):  # the bound of evaluation.iwae_bound_chunked, with ESS/K and the weights' tail
+        tail = diagnostics.psis_tail_length(k) + 1 if k == max(ks) and diagnostics.khat_available(k) else 0
+        stats = diagnostics.iwae_weight_stats_chunked(
+            model, params, x, jax.random.fold_in(k_iwae, i), k, chunk_size, tail)
+        out[f"iwae_{k}"] = stats["bound"]
+        out[f"ess_{k}"] = stats["ess"]
+        if tail:
+            out["top_log_w"] = stats["top_log_w"]
     out["mu"] = _layer_means(model, params, x, post, jax.random.fold_in(key, 7))
     out["logvar"] = post.logvar
     if mesh is not None and mesh.size > 1:  # replicated outputs can be read on every host
@@ -117,10 +122,18 @@ class _SplitSums:
     def __init__(self):
         self.sums: dict[str, float] = {}
         self.mus, self.logvars = [], []
+        self.ess: dict[str, list] = {}  # per-example ESS/K for each K
+        self.khat: list = []  # per-example Pareto k-hat at the largest K
 
     def add(self, out: dict, m: np.ndarray) -> None:
         """``out``: one batch's host arrays (as ``_batch_bounds_impl`` returns them); ``m``: its mask."""
         for name, v in out.items():
+            if name.startswith("ess_"):
+                self.ess.setdefault(name[4:], []).append(np.asarray(v, np.float64)[m])
+                continue
+            if name == "top_log_w":
+                self.khat.append(diagnostics.pareto_khat_from_top(np.asarray(v)[m]))
+                continue
             if name in ("mu", "logvar"):
                 continue
             self.sums[name] = self.sums.get(name, 0.0) + float(np.sum(np.asarray(v, np.float64)[m]))
@@ -147,6 +160,7 @@ class _SplitSums:
             "active_units_per_layer": per_layer,  # z_1 first (Burda et al. 2015 Table 1 lists them per layer)
             "num_examples": n,
         }
+        result.update(weight_health(self.ess, self.khat, ks[-1]))
         if (surgery and not model.has_flow and model.prior == "standard_normal"  # Gaussian q, N(0, I) p
                 and getattr(model, "stochastic_layers", 1) == 1):
             s = _surgery(jnp.asarray(mu), jnp.asarray(logvar), jax.random.fold_in(key, 10**6), surgery_samples)
@@ -157,13 +171,46 @@ class _SplitSums:
         return result
 
 
+def weight_health(ess: dict, khat: list, k_max: int) -> dict:
+    """Importance-weight health of a split (jaxvae.vae.diagnostics): ``ess`` {K: {mean, p10}} of the
+    per-example ESS/K, and ``pareto_k`` (the PSIS k-hat of each example's K_max weights: mean, median, max,
+    the fraction above 0.7) or None when K_max < 21."""
+    out = {"ess": {k: {"mean": float(np.mean(np.concatenate(v))), "p10": float(np.percentile(np.concatenate(v), 10))}
+                   for k, v in ess.items()}, "pareto_k": None}
+    if khat:
+        kh = np.concatenate(khat)
+        out["pareto_k"] = {"k": int(k_max), "mean": float(np.mean(kh)), "median": float(np.median(kh)),
+                           "max": float(np.max(kh)),
+                           "frac_above_0_7": float(np.mean(kh > diagnostics.PARETO_K_WARN))}
+    return out
+
+
+def weight_health_lines(test: dict) -> list[str]:
+    """Lines for the run log: ESS/K at the largest K, k-hat, and a warning when more than 5% of the examples
+    have k-hat > 0.7 (``diagnostics.PARETO_K_WARN_FRACTION``; k-hat's own noise puts ~2% there by chance)."""
+    lines = []
+    ess = (test.get("ess") or {}).get(str(test.get("nll_k")))
+    if ess:
+        lines.append(f"  ESS/K at K={test['nll_k']}: mean {ess['mean']:.4f}, 10th percentile {ess['p10']:.4f}")
+    pk = test.get("pareto_k")
+    if pk:
+        lines.append(f"  Pareto k-hat at K={pk['k']}: mean {pk['mean']:.2f}, max {pk['max']:.2f}, "
+                     f"{100 * pk['frac_above_0_7']:.1f}% of examples above 0.7")
+        if pk["frac_above_0_7"] > diagnostics.PARETO_K_WARN_FRACTION:
+            lines.append(f"warning: Pareto k-hat > 0.7 for {100 * pk['frac_above_0_7']:.1f}% of the test examples "
+                         f"(K={pk['k']}): their importance weights are heavy-tailed and the IWAE_{pk['k']} / NLL "
+                         "estimate is unreliable for them (Vehtari et al., PSIS)")
+    return lines
+
+
 def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *, ks=(1, 5, 50, 5000),
                    batch_size: int = 100, chunk_size: int = 100, surgery_samples: int = 1,
                    binarize: str = "none", seed: int = 0, surgery: bool = True, mesh=None) -> dict:
     """Bounds averaged over all examples of ``x``; the largest K gives the NLL estimate -IWAE_Kmax.
 
     Returns plain Python floats: elbo, reconstruction, kl, iwae {K: value}, nll, nll_k, active_units,
-    ELBO-surgery terms (Gaussian posteriors only), num_examples, seconds.
+    ess {K: {mean, p10}} and pareto_k (``weight_health``), ELBO-surgery terms (Gaussian posteriors only),
+    num_examples, seconds.
     """
     t0 = time.time()
     model = model.in_float32()  # bfloat16 matmuls bias the bounds (docs/mixed_precision.md)

@@ -24,7 +24,7 @@ from jaxvae import data as data_lib
 from jaxvae.experiment import init_from, parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
-from jaxvae.experiment.eval_driver import evaluate_split
+from jaxvae.experiment.eval_driver import evaluate_split, weight_health_lines
 from jaxvae.experiment.factor_eval import factor_metrics, rate_distortion, sample_quality
 from jaxvae.vae.evaluation import linear_gaussian_log_px
 from jaxvae.experiment.metrics import MetricWriter
@@ -332,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         "wall_time_s": train_wall,
         "examples_per_s": trained_examples / train_seconds if train_seconds else None,
         "skipped_updates": int(state.skipped),
-        "flops_per_example": train_lib.flops_per_example(model, config.objective.k),
+        "flops_per_example": train_lib.flops_per_example(model, config.objective.k * config.objective.m),
     }
     write_json(workdir / "results.json", results)
     writer.log_results(results)  # MLflow / W&B: final metrics, results.json and pictures
@@ -459,6 +459,7 @@ def format_results(r: dict) -> str:
     for name, v in rows:
         shown = f"{v:.3f}" if isinstance(v, float) else str(v)
         lines.append(f"  {name:<{width}}  {shown:>12}")
+    lines += weight_health_lines(t)
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {
-    "objective.k": (1, False), "train.batch_size": (1, False), "eval.batch_size": (1, False),
+    "objective.k": (1, False), "objective.m": (1, False), "objective.beta_ciwae": (0, False), "train.batch_size": (1, False), "eval.batch_size": (1, False),
     "eval.chunk_size": (1, False), "eval.valid_k": (1, False), "objective.beta": (0, False),
     "model.obs_variance": (0, True), "model.flow_length": (0, False), "model.latent_dim": (1, False),
     "train.learning_rate": (0, True), "train.num_epochs": (0, True), "train.budget": (0, True),
@@ -41,7 +41,7 @@ MINIMUM = {
     "eval.train_examples": (0, False), "eval.binarize_seed": (-1, False),
 }
 # field -> (highest allowed, exclusive?)
-MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True)}
+MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True), "objective.beta_ciwae": (1, False)}
 
 
 class ConfigError(ValueError):
@@ -122,9 +122,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 problems.append(f"{field}={tuple(value)!r} must be a non-empty list of integers >= 1"
                                 if field == "eval.ks" else f"{field}={tuple(value)!r} must hold integers >= 1")
     obj, flow = given.get("objective.name"), given.get("model.flow")
-    if obj in ("elbo_stl", "iwae_dreg") and flow != "none" and given.get("model.flow_length", 0) > 0:
+    if obj in ("elbo_stl", "iwae_dreg", "rws", "rws_dreg") and flow != "none" and given.get("model.flow_length", 0) > 0:
         problems.append(f"objective.name={obj!r} needs a Gaussian posterior; set model.flow='none' "
                         "or use objective.name='elbo' or 'iwae' with flows")
+    problems += _tighter_bound_problems(given)
     problems += config_problems(config)  # the package of each tracker turned on
     if problems:
         raise ConfigError(_invalid(problems))
@@ -148,6 +149,20 @@ def _hierarchy_problems(given: dict) -> list[str]:
     if given.get("model.prior", "standard_normal") != "standard_normal":
         problems.append("model.stochastic_layers > 1 uses p(z_L) = N(0, I); set model.prior='standard_normal'")
     return problems
+
+
+def _tighter_bound_problems(given: dict) -> list[str]:
+    """objective.m and objective.beta_ciwae have a meaning only for the objectives that read them."""
+    obj, out = given.get("objective.name"), []
+    m = given.get("objective.m", 1)
+    if isinstance(m, int) and m != 1 and obj not in ("miwae", "piwae"):
+        out.append(f"objective.m={m} applies only to objective.name='miwae' or 'piwae' (got {obj!r}); "
+                   "leave it at 1 or use objective.k for the number of samples")
+    b = given.get("objective.beta_ciwae", 0.5)
+    if isinstance(b, (int, float)) and b != 0.5 and obj != "ciwae":
+        out.append(f"objective.beta_ciwae={b} applies only to objective.name='ciwae' (got {obj!r}); "
+                   "objective.beta is the KL weight of the other objectives")
+    return out
 
 
 FREE_FORM = ("objective.options.",)  # fields a custom objective declares; not checked against the defaults

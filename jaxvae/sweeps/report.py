@@ -258,7 +258,35 @@ def metric_columns(runs: Sequence[RunRecord]) -> list[Column]:
             if len(nll_ks) == 1 and None not in nll_ks:
                 header = f"NLL (K={nll_ks.pop()})"
         cols.append(Column(key, header, dec, lambda r, p=path: _get(r.results, p)))
+    return cols + weight_health_columns(runs)
+
+
+def weight_health_columns(runs: Sequence[RunRecord]) -> list[Column]:
+    """Importance-weight health at the NLL's K (results.json test.ess / test.pareto_k), when runs have it:
+    mean and 10th percentile of the per-example ESS/K, and the share of examples with Pareto k-hat > 0.7."""
+    def ess(r, stat):
+        return _get(r.results, f"test.ess.{_get(r.results, 'test.nll_k')}.{stat}")
+
+    cols = []
+    if any(_num(ess(r, "mean")) is not None for r in runs):
+        cols += [Column("ess_mean", "ESS/K", 3, lambda r: ess(r, "mean")),
+                 Column("ess_p10", "ESS/K p10", 3, lambda r: ess(r, "p10"))]
+    if any(_num(_get(r.results, "test.pareto_k.frac_above_0_7")) is not None for r in runs):
+        cols.append(Column("khat_above_0_7", "k-hat > 0.7", 3,
+                           lambda r: _get(r.results, "test.pareto_k.frac_above_0_7")))
     return cols
+
+
+def snr_figures(runs: Sequence[RunRecord], out_dir: str) -> list[tuple[str, str]]:
+    """The gradient-SNR figures ``python -m jaxvae.diagnose`` wrote into run workdirs (snr_<checkpoint>.png),
+    as (path relative to out_dir, title)."""
+    made = []
+    for r in runs:
+        for ckpt in ("init", "best", "latest"):
+            png = os.path.join(r.path, f"snr_{ckpt}.png")
+            if os.path.exists(png):
+                made.append((os.path.relpath(png, out_dir), f"Gradient SNR vs K: {r.name} ({ckpt})"))
+    return made
 
 
 def _fmt(v: Any, decimals: int) -> str:
@@ -815,6 +843,7 @@ def build_report(root: str, plots: bool = True, out_dir: str | None = None) -> R
                 made.append((name, title))
             elif os.path.exists(path):
                 os.remove(path)  # stale picture of an earlier report
+        made += snr_figures(finished, out_dir)
     from jaxvae.sweeps.paper_tables import paper_tables  # published values beside ours (papers/*.json)
 
     papers = paper_tables([r.results for r in finished])

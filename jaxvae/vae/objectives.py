@@ -207,3 +207,8 @@ def objective_options(objective_config) -> dict:
     for skip in ("name", "beta", "kl_warmup_steps"):
         d.pop(skip, None)
     return {**d, **dict(extra)}
+
+
+# The tighter bounds (MIWAE, CIWAE, PIWAE, RWS) register themselves on import; imported last because they
+# build on this module.
+from jaxvae.vae import tighter as _tighter  # noqa: E402,F401
