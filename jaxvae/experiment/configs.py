@@ -30,13 +30,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.decoder_hidden = (200, 200)
     c.model.activation = "tanh"
     c.model.prior = "standard_normal"  # a registered prior (jaxvae.register_prior)
-    c.model.likelihood = "bernoulli"  # bernoulli | gaussian (fixed obs_variance) | gaussian_learned | registered
+    c.model.likelihood = "bernoulli"  # bernoulli | gaussian (fixed obs_variance) | gaussian_learned |
+    # discretized_logistic | discretized_logistic_mixture | discretized_gaussian (8-bit pixels) | registered
     c.model.obs_variance = 0.1  # sigma^2 of the fixed-variance Gaussian decoder
     c.model.decoder_output_act = "identity"  # identity | sigmoid (mean in [0, 1]) ...
     c.model.flow = "none"  # none | planar | radial | a registered flow (jaxvae.register_flow)
     c.model.flow_length = 0
     c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
+    c.model.network = "mlp"  # mlp | conv | resnet (jaxvae.vae.conv; conv nets ignore *_hidden)
+    c.model.conv_widths = (32, 64)  # channels of the encoder's conv stages (the decoder reverses them)
+    c.model.conv_kernel = 3  # kernel size of every (transposed) convolution
+    c.model.conv_strides = (2, 2)  # per stage; image height and width must divide by their product
+    c.model.normalization = "none"  # none | layer | group, after each conv (never batch norm)
+    c.model.num_mixtures = 5  # components per pixel of likelihood discretized_logistic_mixture
 
     c.objective = ml_collections.ConfigDict()
     c.objective.name = "elbo"  # elbo | elbo_stl | iwae | iwae_dreg | a registered objective

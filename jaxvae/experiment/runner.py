@@ -25,6 +25,7 @@ from jaxvae.experiment import parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
 from jaxvae.experiment.eval_driver import evaluate_split
+from jaxvae.experiment.imaging import bits_per_dim_results
 from jaxvae.vae.evaluation import linear_gaussian_log_px
 from jaxvae.experiment.metrics import MetricWriter
 from jaxvae.vae.model import VAE
@@ -95,13 +96,18 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
         valid_size=d.valid_size or None, image_key=d.image_key, binarize=d.binarize, seed=config.seed)
 
 
-def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
+def build_model(config: ml_collections.ConfigDict, x_dim: int, image_shape=None) -> VAE:
+    """The VAE of ``config.model``; ``image_shape`` (H, W, C) gives it image-shaped inputs when a conv
+    network or a channel-coupled likelihood needs them (jaxvae.vae.conv.image_fields)."""
     m = config.model
+    from jaxvae.vae.conv import image_fields
+
     return VAE(
         x_dim=x_dim, latent_dim=m.latent_dim, encoder_hidden=tuple(m.encoder_hidden),
         decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
         obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act, flow=m.flow,
-        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior)
+        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior,
+        **image_fields(m, image_shape))
 
 
 def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarray):
@@ -204,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
 
     for warning in check_data(config, dataset):  # DataError for data the model cannot use
         log(f"warning: {warning}")
-    model = build_model(config, dataset.train.shape[1])
+    model = build_model(config, dataset.train.shape[1], dataset.image_shape)
     batch_size = config.train.batch_size
     steps_per_epoch = train_lib.steps_per_epoch_for(len(dataset.train), batch_size)
     schedule, total_steps = train_lib.learning_rate_schedule(config, steps_per_epoch)
@@ -378,7 +384,7 @@ def final_results(config, model, params, dataset, workdir: Path, test: dict) -> 
             "flow": config.model.flow, "flow_length": config.model.flow_length,
             "beta": config.objective.beta, "seed": config.seed, "latent_dim": config.model.latent_dim,
         },
-        "test": test,
+        "test": {**test, **bits_per_dim_results(config, model, dataset, test)},
         "eval_wall_time_s": eval_seconds,
         "pictures": [os.path.basename(p) for p in pictures],
         "curves": "metrics.jsonl",

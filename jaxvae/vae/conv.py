@@ -168,3 +168,21 @@ class ConvDecoder(nn.Module):
             y = y.reshape(*lead, *y.shape[1:])
             outs.append(activation(self.output_act)(y) if i == 0 else y)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def image_fields(m, image_shape) -> dict:
+    """VAE keyword arguments for the image fields of a model config ``m`` (model.network, conv_*,
+    normalization, num_mixtures). ``x_shape`` is set only when needed: a conv network, or a likelihood
+    that couples a pixel's channels (the mixture on colour images). A plain MLP model gets {} plus the
+    defaults, so flat runs build exactly the VAE they built before these fields existed."""
+    network = m.get("network", "mlp")
+    fields = {"network": network}
+    if network != "mlp":
+        fields.update(conv_widths=tuple(m.conv_widths), conv_kernel=int(m.conv_kernel),
+                      conv_strides=tuple(m.conv_strides), normalization=m.normalization)
+    if m.get("num_mixtures") is not None:
+        fields["num_mixtures"] = int(m.num_mixtures)
+    colour_mixture = m.likelihood == "discretized_logistic_mixture" and image_shape and image_shape[-1] > 1
+    if image_shape is not None and (network != "mlp" or colour_mixture):
+        fields["x_shape"] = tuple(int(s) for s in image_shape)
+    return fields

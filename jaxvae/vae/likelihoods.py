@@ -240,7 +240,7 @@ def mixture_logistic_log_prob(y, logits, means, log_scales, coeffs):
             m = m + coef[..., i] * yk[..., j]
             i += 1
         shifted.append(m)
-    mu = jnp.stack(shifted, axis=-1)
+    mu = jnp.stack(jnp.broadcast_arrays(*shifted), axis=-1)
     per_channel = discretized_logistic_log_prob(yk, mu, log_scales)  # (..., K, C)
     return jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=-1) + jnp.sum(per_channel, -1), axis=-1)
 
