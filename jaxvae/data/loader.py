@@ -13,7 +13,8 @@ from jaxvae.data.formats import DataError
 
 __all__ = ["Dataset", "load_dataset", "default_data_dir", "pixel_mean", "pixel_logits", "DATASET_NAMES"]
 
-_OWN = ("binarized_mnist", "mnist", "fashion_mnist")  # jaxvae.data.builders.BUILDERS (imported lazily)
+_OWN = ("binarized_mnist", "mnist", "fashion_mnist", "cifar10")  # jaxvae.data.builders.BUILDERS (lazily;
+# cifar10's builder is jaxvae.data.cifar10)
 DATASET_NAMES = ("digits", "toy_3x3", *_OWN, "tfds:<name>")
 _BINARIZE = ("none", "static", "dynamic")
 _VALID_SPLITS = ("validation", "valid", "val")
@@ -41,13 +42,14 @@ def default_data_dir() -> str:
 
 def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
                  download: bool = True, valid_size: int | None = None, image_key: str = "image",
-                 binarize: str = "none", seed: int = 0) -> Dataset:
+                 binarize: str = "none", seed: int = 0, keep_shape: bool = False) -> Dataset:
     """Loads `name` (one of DATASET_NAMES) as a `Dataset`.
 
     binarize: "none" | "static" (one Bernoulli draw with `seed`, stored) | "dynamic"
     (grey levels returned; binarize per batch with `binarize_batch`).
     valid_size: validation examples carved off the end of train when the dataset has no
     validation split (mnist, fashion_mnist: 10000; digits: 200).
+    keep_shape: splits as images (N, H, W, C) instead of flat (N, H*W*C) (the same values; a reshape).
     """
     if binarize not in _BINARIZE:
         raise DataError(f"binarize={binarize!r}: expected one of {', '.join(_BINARIZE)}")
@@ -68,6 +70,8 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
         rng = np.random.default_rng(seed)
         splits = [(rng.random(x.shape, dtype=np.float32) < x).astype(np.float32) for x in splits]
     is_binary = all(np.all((x == 0) | (x == 1)) for x in splits)
+    if keep_shape:
+        splits = [x.reshape(len(x), *shape) for x in splits]
     return Dataset(*splits, image_shape=shape, name=name, is_binary=bool(is_binary),
                    train_labels=labels[0], valid_labels=labels[1], test_labels=labels[2])
 
@@ -116,7 +120,7 @@ def _load_toy_3x3():
 
 
 def _load_own(name, data_dir, manual_dir, download, valid_size):
-    from jaxvae.data import builders
+    from jaxvae.data import builders, cifar10  # noqa: F401 - cifar10 adds its builder to BUILDERS
 
     builder = builders.prepare(name, data_dir, manual_dir=manual_dir, download=download)
     divisor = 1 if name == "binarized_mnist" else 255

@@ -19,7 +19,7 @@ CHOICES = {
     "model.normalization": ("none", "layer", "group"),
     "train.nan_policy": ("stop", "skip"),
 }
-DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
+DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "cifar10", "tfds:<name>")
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {
