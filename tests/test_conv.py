@@ -246,7 +246,8 @@ def test_conv_members_of_a_vectorized_group_equal_solo_runs(tmp_path):
     c.objective.name = "iwae"
     c.objective.k = 3
     c.train.batch_size = 100
-    c.train.num_epochs = 0.5
+    c.train.num_epochs = 1
+    c.train.budget = 0.5  # 6 steps of batch 100
     c.eval.ks = (1, 5)
     c.eval.valid_k = 5
     c.eval.valid_examples = 50

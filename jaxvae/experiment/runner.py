@@ -399,8 +399,10 @@ def format_results(r: dict) -> str:
     rows += [(f"test IWAE_{k}", v) for k, v in t["iwae"].items()]
     if t.get("exact_log_px") is not None:
         rows.append(("exact log p(x)", t["exact_log_px"]))
-    rows += [(f"NLL estimate (K={t['nll_k']})", t["nll"]),
-             ("active units", t["active_units"])]
+    rows += [(f"NLL estimate (K={t['nll_k']})", t["nll"])]
+    if str(t.get("bits_per_dim_convention", "")).startswith("8-bit"):
+        rows.append(("bits/dim (NLL estimate)", t["bits_per_dim"]))
+    rows += [("active units", t["active_units"])]
     if t.get("mutual_information") is not None:
         rows += [("mutual information I_q(x;z)", t["mutual_information"]),
                  ("marginal KL(q(z)||p(z))", t["marginal_kl"])]
