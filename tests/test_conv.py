@@ -263,3 +263,30 @@ def test_conv_members_of_a_vectorized_group_equal_solo_runs(tmp_path):
     assert member["test"]["nll"] == pytest.approx(solo["test"]["nll"], rel=1e-4)
     assert member["test"]["elbo"] == pytest.approx(solo["test"]["elbo"], rel=1e-4)
     assert solo["test"]["bits_per_dim"] == pytest.approx(solo["test"]["nll"] / (64 * math.log(2)))
+
+
+def test_bad_conv_configs_are_one_clear_line_before_any_compute():
+    from jaxvae.data import DataError, load_dataset
+    from jaxvae.experiment.validation import ConfigError, check_data, validate_config
+
+    c = base_config()
+    c.model.network = "cnn"
+    with pytest.raises(ConfigError, match="model.network='cnn' is not one of mlp, conv, resnet"):
+        validate_config(c)
+    c = base_config()
+    c.model.network = "conv"
+    c.model.conv_strides = (2, 2, 2)
+    with pytest.raises(ConfigError, match=r"model.conv_widths=\(32, 64\) and model.conv_strides=\(2, 2, 2\) "
+                                          "must have the same length"):
+        validate_config(c)
+    c.model.conv_widths, c.model.conv_strides = (4, 4, 4, 4), (2, 2, 2, 2)
+    validate_config(c)
+    digits = load_dataset("digits")
+    with pytest.raises(DataError, match="images of 8x8 are not divisible by the product 16 of "
+                                        r"model.conv_strides=\(2, 2, 2, 2\)"):
+        check_data(c, digits)
+    c.model.conv_widths, c.model.conv_strides = (4,), (2,)
+    c.model.likelihood = "discretized_logistic"
+    c.data.binarize = "dynamic"
+    with pytest.raises(DataError, match="models 8-bit pixels; set data.binarize='none'"):
+        check_data(c, digits)
