@@ -232,6 +232,7 @@ def test_conv_vae_trains_and_resumes_exactly(tmp_path):
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.params, state.params)
 
 
+@pytest.mark.slow  # a solo run and a 2-member group: 4 compiles (the heaviest test of this file)
 def test_conv_members_of_a_vectorized_group_equal_solo_runs(tmp_path):
     """Two seeds of a conv IWAE run on digits (8x8x1) as one vectorized group equal their solo runs."""
     from jaxvae.experiment import runner as R
