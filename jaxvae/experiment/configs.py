@@ -37,6 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.flow = "none"  # none | planar | radial | a registered flow (jaxvae.register_flow)
     c.model.flow_length = 0
     c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
+    c.model.compute_dtype = "float32"  # float32 | bfloat16: the networks' matmuls in training (parameters,
+    # optimizer, log-weights, log-mean-exp and KL stay float32; evaluation always runs in float32)
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
     c.model.network = "mlp"  # mlp | conv | resnet (jaxvae.vae.conv; conv nets ignore *_hidden)
     c.model.conv_widths = (32, 64)  # channels of the encoder's conv stages (the decoder reverses them)
@@ -90,4 +92,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.max_examples = 0  # 0 = every test example
     c.eval.surgery_samples = 1  # z draws per example for the ELBO-surgery marginal KL
     c.eval.images = True  # write PNG pictures into the workdir
+
+    # Experiment tracking beside metrics.jsonl and TensorBoard (docs/tracking.md). Only process 0 logs.
+    c.tracking = ml_collections.ConfigDict()
+    c.tracking.mlflow = False  # log to MLflow; needs pip install 'jaxvae[mlflow]'
+    c.tracking.mlflow_tracking_uri = ""  # "" = $MLFLOW_TRACKING_URI, else the file store <workdir>/../mlruns;
+    # a path (file store), file:, sqlite:///x.db or http(s):// server URI
+    c.tracking.mlflow_experiment = ""  # MLflow experiment name; "" = config.name
+    c.tracking.wandb = False  # log to Weights & Biases; needs pip install 'jaxvae[wandb]'
+    c.tracking.wandb_project = "jaxvae"
+    c.tracking.wandb_mode = "offline"  # offline (no network; upload later with wandb sync) | online | disabled
+    c.tracking.wandb_dir = ""  # where W&B writes its wandb/ folder; "" = the workdir
     return c

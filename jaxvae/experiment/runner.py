@@ -107,7 +107,7 @@ def build_model(config: ml_collections.ConfigDict, x_dim: int, image_shape=None)
         decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
         obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act, flow=m.flow,
         flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior,
-        **image_fields(m, image_shape))
+        compute_dtype=m.compute_dtype, **image_fields(m, image_shape))
 
 
 def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarray):
@@ -131,7 +131,21 @@ def is_linear_gaussian(model: VAE) -> bool:
 def _config_fingerprint(config: ml_collections.ConfigDict) -> dict:
     """The parts of the config a resumed run must share with the run it resumes."""
     c = config.to_dict()
-    return {k: c[k] for k in ("seed", "data", "model", "objective", "train")}
+    return {k: c[k] for k in ("seed", "imports", "data", "model", "objective", "train")}
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A saved fingerprint with fields added since it was written filled in with their defaults, so
+    that a run written by an older jaxvae still resumes."""
+    from jaxvae.experiment.configs import base_config
+
+    def merge(default, given):
+        if isinstance(default, dict) and isinstance(given, dict):
+            return {k: merge(default.get(k), given[k]) if k in default else given[k] for k in given} | {
+                k: v for k, v in default.items() if k not in given}
+        return given
+
+    return merge(json.loads(json.dumps(_config_fingerprint(base_config()))), saved)
 
 
 @contextlib.contextmanager
@@ -181,7 +195,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path, allow_conf
     saved = workdir / "config.json"
     fingerprint = _config_fingerprint(config)
     if saved.exists() and not allow_config_change:
-        old = json.loads(saved.read_text())
+        old = _with_defaults(json.loads(saved.read_text()))
         if old != json.loads(json.dumps(fingerprint)):
             diff = sorted(_diff_keys(old, json.loads(json.dumps(fingerprint))))
             raise RunError(
@@ -225,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         state = train_lib.TrainState(**restored)
         log(f"resuming from checkpoint at step {restored_step}")
     start_step = int(state.step)
-    writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0)
+    writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0, config=config)
     run_steps = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size, mesh)
     state = parallel.replicate(state, mesh)
     x_train = parallel.replicate(dataset.train, mesh)
@@ -316,6 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         "flops_per_example": train_lib.flops_per_example(model, config.objective.k),
     }
     write_json(workdir / "results.json", results)
+    writer.log_results(results)  # MLflow / W&B: final metrics, results.json and pictures
     writer.close()
     ckpts.close()
     _status(workdir, "finished", int(state.step), "results.json written")

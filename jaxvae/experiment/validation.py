@@ -9,6 +9,7 @@ import re
 import ml_collections
 
 from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.tracking import WANDB_MODES, config_problems
 
 CHOICES = {
     "data.binarize": ("none", "static", "dynamic"),
@@ -17,7 +18,9 @@ CHOICES = {
     "train.schedule": ("constant", "iwae"),
     "model.network": ("mlp", "conv", "resnet"),
     "model.normalization": ("none", "layer", "group"),
+    "model.compute_dtype": ("float32", "bfloat16"),
     "train.nan_policy": ("stop", "skip"),
+    "tracking.wandb_mode": WANDB_MODES,
 }
 DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "cifar10", "tfds:<name>")
 
@@ -121,10 +124,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             given.get("model.conv_strides", ())):
         problems.append(f"model.conv_widths={tuple(given.get('model.conv_widths', ()))!r} and model.conv_strides="
                         f"{tuple(given.get('model.conv_strides', ()))!r} must have the same length (one per stage)")
+    if given.get("model.network", "mlp") != "mlp" and given.get("model.compute_dtype", "float32") != "float32":
+        problems.append("model.compute_dtype='bfloat16' is for MLP networks; conv networks run in float32 "
+                        "(set model.compute_dtype='float32')")
     obj, flow = given.get("objective.name"), given.get("model.flow")
     if obj in ("elbo_stl", "iwae_dreg") and flow != "none" and given.get("model.flow_length", 0) > 0:
         problems.append(f"objective.name={obj!r} needs a Gaussian posterior; set model.flow='none' "
                         "or use objective.name='elbo' or 'iwae' with flows")
+    problems += config_problems(config)  # the package of each tracker turned on
     if problems:
         raise ConfigError(_invalid(problems))
 

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from typing import Any
 
 RUN_FILES = ("results.json", "status.json", "launch.json")
-PRUNE_DIRS = {"checkpoints", "checkpoint", "ckpt", "images", "tb", "tensorboard", "slurm", ".git"}
+PRUNE_DIRS = {"checkpoints", "checkpoint", "ckpt", "images", "tb", "tensorboard", "slurm", ".git",
+              "mlruns", "wandb"}  # tracking stores hold copies of results.json: not runs
 SEED_KEYS = {"seed"}
 
 

@@ -71,6 +71,7 @@ class VAE:
     conv_strides: Sequence[int] = (2, 2)
     normalization: str = "none"  # none | layer | group
     num_mixtures: int = 5  # components of the discretized logistic mixture
+    compute_dtype: str = "float32"  # matmul dtype of the networks: float32 | bfloat16 (parameters stay f32)
 
     def __post_init__(self):
         self.likelihood_part, self.prior_part  # unknown names fail here, with the registry's message
@@ -126,7 +127,7 @@ class VAE:
                                     tuple(self.conv_strides), self.activation, self.normalization,
                                     self.network == "resnet", shapes, self.flow_length if shapes else 0)
         return Encoder(tuple(self.encoder_hidden), self.latent_dim, self.activation, shapes,
-                       self.flow_length if shapes else 0)
+                       self.flow_length if shapes else 0, self.network_dtype)
 
     @property
     def decoder(self) -> Decoder:
@@ -135,7 +136,8 @@ class VAE:
             return conv.ConvDecoder(tuple(self.conv_widths), tuple(self.x_shape), heads, self.conv_kernel,
                                     tuple(self.conv_strides), self.activation, self.normalization,
                                     self.network == "resnet", self.decoder_output_act)
-        return Decoder(tuple(self.decoder_hidden), heads, self.activation, self.decoder_output_act)
+        return Decoder(tuple(self.decoder_hidden), heads, self.activation, self.decoder_output_act,
+                       self.network_dtype)
 
     # -- image layout (only when x_shape is set) ---------------------------------------------------
     @property
@@ -162,6 +164,19 @@ class VAE:
     def _flat_heads(self, out):
         """Decoder output in image layout (..., H, W, k) -> (..., H W k)."""
         return self._map_heads(lambda o: o.reshape(*o.shape[:-3], -1), out)
+
+    @property
+    def network_dtype(self):
+        """None (float32 throughout) or the reduced matmul dtype of ``compute_dtype``."""
+        if self.compute_dtype in ("float32", None):
+            return None
+        if self.compute_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"model.compute_dtype={self.compute_dtype!r}: choose 'float32' or 'bfloat16'")
+        return jnp.dtype(self.compute_dtype)
+
+    def in_float32(self) -> "VAE":
+        """The same model with float32 matmuls (evaluation always runs in float32: docs/mixed_precision.md)."""
+        return self if self.compute_dtype == "float32" else dataclasses.replace(self, compute_dtype="float32")
 
     def init(self, key: jax.Array, output_bias: jax.Array | None = None) -> Params:
         """Fresh parameters; ``output_bias`` (e.g. the data's pixel log-odds) initialises the decoder bias."""
