@@ -16,7 +16,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.imports = ()  # modules imported before the run (they may register objectives, priors, flows, ...)
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # digits | binarized_mnist | mnist | fashion_mnist | cifar10 | tfds:<name>
+    c.data.name = "digits"  # digits | toy_3x3 | factors_toy | dsprites | binarized_mnist | mnist | fashion_mnist |
+    # cifar10 | tfds:<name>
     c.data.data_dir = ""  # TFDS data dir; "" = $JAXVAE_DATA_DIR or ~/tensorflow_datasets
     c.data.manual_dir = ""  # folder holding the standard files (IDX .gz, .amat, .npz, cifar-10-python.tar.gz)
     c.data.download = True  # allow downloading the standard files when manual_dir is empty

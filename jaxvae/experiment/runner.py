@@ -26,6 +26,7 @@ from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
 from jaxvae.experiment.eval_driver import evaluate_split
 from jaxvae.experiment.imaging import bits_per_dim_results
+from jaxvae.experiment.factor_eval import factor_metrics, rate_distortion, sample_quality
 from jaxvae.vae.evaluation import linear_gaussian_log_px
 from jaxvae.experiment.metrics import MetricWriter
 from jaxvae.vae.model import VAE
@@ -384,6 +385,10 @@ def final_results(config, model, params, dataset, workdir: Path, test: dict) -> 
     if is_linear_gaussian(model):
         test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, params, jnp.asarray(x))))
     eval_seconds = test.pop("seconds")
+    test.update(rate_distortion(test))
+    factors = _subset(dataset.test, getattr(dataset, "test_factors", None), config.eval.max_examples)[1]
+    test.update(factor_metrics(model, params, x, factors, getattr(dataset, "factor_names", None)))
+    test.update(sample_quality(model, params, jax.random.key(config.seed + 4), config.data.name))
     pictures = []
     if config.eval.images and jax.process_index() == 0:
         from jaxvae.experiment.pictures import write_pictures

@@ -22,7 +22,8 @@ CHOICES = {
     "train.nan_policy": ("stop", "skip"),
     "tracking.wandb_mode": WANDB_MODES,
 }
-DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "cifar10", "tfds:<name>")
+DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "cifar10",
+            "tfds:<name>")
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {

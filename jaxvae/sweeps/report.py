@@ -220,10 +220,19 @@ METRICS = [  # (csv column, markdown header, results path, decimals)
     ("bits_per_dim", "bits/dim", "test.bits_per_dim", 3),  # shown for 8-bit data (discretized likelihoods)
     ("exact_log_px", "exact log p(x)", "test.exact_log_px", 2),
     ("active_units", "active units", "test.active_units", 0),
+    ("rate", "rate R", "test.rate", 2),
+    ("distortion", "distortion D", "test.distortion", 2),
     ("mutual_information", "MI", "test.mutual_information", 2),
     ("marginal_kl", "marginal KL", "test.marginal_kl", 2),
+    ("mig", "MIG", "test.disentanglement.mig", 3),
+    ("dci_disentanglement", "DCI D", "test.disentanglement.dci_disentanglement", 3),
+    ("sample_manifold_rmse", "sample RMSE", "test.sample_manifold_rmse", 4),
     ("wall_time_s", "wall time (s)", "train.wall_time_s", 1),
 ]
+
+
+# Columns left out when no run has the number (older results.json files, data without known factors).
+OPTIONAL_METRICS = {"exact_log_px", "rate", "distortion", "mig", "dci_disentanglement", "sample_manifold_rmse"}
 
 
 @dataclasses.dataclass
@@ -241,7 +250,7 @@ def metric_columns(runs: Sequence[RunRecord]) -> list[Column]:
     nll_ks = {_get(r.results, "test.nll_k") for r in runs if _num(_get(r.results, "test.nll")) is not None}
     cols = []
     for key, header, path, dec in METRICS:
-        if key == "exact_log_px" and all(_num(_get(r.results, path)) is None for r in runs):
+        if key in OPTIONAL_METRICS and all(_num(_get(r.results, path)) is None for r in runs):
             continue
         if key == "bits_per_dim" and not any(
                 str(_get(r.results, "test.bits_per_dim_convention") or "").startswith("8-bit") for r in runs):
@@ -710,10 +719,21 @@ def plot_nll_vs_flow_length(runs: Sequence[RunRecord], path: str) -> bool:
     return True
 
 
+def _beta_plot(name: str):
+    """A plot of jaxvae.sweeps.beta_report (sweeps over objective.beta), imported when drawn."""
+    def plot(runs, path):
+        from jaxvae.sweeps import beta_report  # noqa: PLC0415
+        return getattr(beta_report, name)(runs, path)
+    return plot
+
+
 PLOTS = [
     ("report_bound_vs_k.png", "Test bound vs K", plot_bound_vs_k),
     ("report_curves.png", "Training curves", plot_curves),
     ("report_nll_vs_flow_length.png", "NLL vs flow length", plot_nll_vs_flow_length),
+    ("report_rate_distortion.png", "Rate–distortion over beta", _beta_plot("plot_rate_distortion")),
+    ("report_disentanglement.png", "Disentanglement vs beta", _beta_plot("plot_disentanglement_vs_beta")),
+    ("report_traversals.png", "Latent traversals by beta", _beta_plot("plot_traversals")),
 ]
 
 
