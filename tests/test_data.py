@@ -300,7 +300,7 @@ def test_images_labels_count_mismatch(tmp_path):
 
 def test_unknown_names_and_options(tmp_path):
     with pytest.raises(DataError, match="unknown dataset 'cifar'; valid names: digits, toy_3x3, factors_toy, dsprites, "
-                                        "binarized_mnist, mnist, fashion_mnist, omniglot, tfds:<name>"):
+                                        "binarized_mnist, mnist, fashion_mnist, omniglot, cifar10, tfds:<name>"):
         D.load_dataset("cifar", data_dir=tmp_path)
     with pytest.raises(DataError, match="tfds:no_such_dataset_xyz: no such TFDS dataset"):
         D.load_dataset("tfds:no_such_dataset_xyz", data_dir=tmp_path)

@@ -13,8 +13,8 @@ from jaxvae.data.formats import DataError
 
 __all__ = ["Dataset", "load_dataset", "default_data_dir", "pixel_mean", "pixel_logits", "DATASET_NAMES"]
 
-_OWN = ("binarized_mnist", "mnist", "fashion_mnist", "omniglot")  # jaxvae.data.builders.BUILDERS (lazily;
-# omniglot's builder is jaxvae.data.omniglot)
+_OWN = ("binarized_mnist", "mnist", "fashion_mnist", "omniglot", "cifar10")  # jaxvae.data.builders.BUILDERS
+# (lazily; omniglot's builder is jaxvae.data.omniglot, cifar10's jaxvae.data.cifar10)
 DATASET_NAMES = ("digits", "toy_3x3", "factors_toy", "dsprites", *_OWN, "tfds:<name>")
 _BINARIZE = ("none", "static", "dynamic")
 _VALID_SPLITS = ("validation", "valid", "val")
@@ -48,7 +48,7 @@ def default_data_dir() -> str:
 
 def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
                  download: bool = True, valid_size: int | None = None, image_key: str = "image",
-                 binarize: str = "none", seed: int = 0) -> Dataset:
+                 binarize: str = "none", seed: int = 0, keep_shape: bool = False) -> Dataset:
     """Loads `name` (one of DATASET_NAMES) as a `Dataset`.
 
     binarize: "none" | "static" (one Bernoulli draw with `seed`, stored) | "dynamic"
@@ -56,6 +56,7 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
     valid_size: validation examples carved off the end of train when the dataset has no
     validation split (mnist, fashion_mnist: 10000; digits: 200; the IWAE paper's MNIST: 400).
     omniglot: the IWAE paper's 28x28 Omniglot (jaxvae.data.omniglot), 23000 / 1345 / 8070.
+    keep_shape: splits as images (N, H, W, C) instead of flat (N, H*W*C) (the same values; a reshape).
     """
     if binarize not in _BINARIZE:
         raise DataError(f"binarize={binarize!r}: expected one of {', '.join(_BINARIZE)}")
@@ -87,6 +88,8 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
         rng = np.random.default_rng(seed)
         splits = [(rng.random(x.shape, dtype=np.float32) < x).astype(np.float32) for x in splits]
     is_binary = all(np.all((x == 0) | (x == 1)) for x in splits)
+    if keep_shape:
+        splits = [x.reshape(len(x), *shape) for x in splits]
     return Dataset(*splits, image_shape=shape, name=name, is_binary=bool(is_binary),
                    train_labels=labels[0], valid_labels=labels[1], test_labels=labels[2],
                    train_factors=factors[0], valid_factors=factors[1], test_factors=factors[2],
@@ -179,7 +182,7 @@ def _load_dsprites(data_dir, download):
 
 
 def _load_own(name, data_dir, manual_dir, download, valid_size):
-    from jaxvae.data import builders
+    from jaxvae.data import builders, cifar10  # noqa: F401 - cifar10 adds its builder to BUILDERS
     from jaxvae.data import omniglot as _omniglot  # noqa: F401 - registers BUILDERS["omniglot"]
 
     builder = builders.prepare(name, data_dir, manual_dir=manual_dir, download=download)

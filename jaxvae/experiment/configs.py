@@ -16,9 +16,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.imports = ()  # modules imported before the run (they may register objectives, priors, flows, ...)
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # digits | toy_3x3 | factors_toy | dsprites | binarized_mnist | mnist | fashion_mnist | tfds:<name>
+    c.data.name = "digits"  # digits | toy_3x3 | factors_toy | dsprites | binarized_mnist | mnist | fashion_mnist |
+    # cifar10 | tfds:<name>
     c.data.data_dir = ""  # TFDS data dir; "" = $JAXVAE_DATA_DIR or ~/tensorflow_datasets
-    c.data.manual_dir = ""  # folder holding the standard files (IDX .gz, .amat or .npz) for offline builds
+    c.data.manual_dir = ""  # folder holding the standard files (IDX .gz, .amat, .npz, cifar-10-python.tar.gz)
     c.data.download = True  # allow downloading the standard files when manual_dir is empty
     c.data.binarize = "none"  # none | static | dynamic (fresh Bernoulli(pixel) draw every batch)
     c.data.valid_size = 0  # examples carved off train when the dataset has no validation split; 0 = default
@@ -34,7 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.decoder_hidden = (200, 200)
     c.model.activation = "tanh"
     c.model.prior = "standard_normal"  # a registered prior (jaxvae.register_prior)
-    c.model.likelihood = "bernoulli"  # bernoulli | gaussian (fixed obs_variance) | gaussian_learned | registered
+    c.model.likelihood = "bernoulli"  # bernoulli | gaussian (fixed obs_variance) | gaussian_learned |
+    # discretized_logistic | discretized_logistic_mixture | discretized_gaussian (8-bit pixels) | registered
     c.model.obs_variance = 0.1  # sigma^2 of the fixed-variance Gaussian decoder
     c.model.decoder_output_act = "identity"  # identity | sigmoid (mean in [0, 1]) ...
     c.model.flow = "none"  # none | planar | radial | a registered flow (jaxvae.register_flow)
@@ -43,6 +45,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.compute_dtype = "float32"  # float32 | bfloat16: the networks' matmuls in training (parameters,
     # optimizer, log-weights, log-mean-exp and KL stay float32; evaluation always runs in float32)
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
+    c.model.network = "mlp"  # mlp | conv | resnet (jaxvae.vae.conv; conv nets ignore *_hidden)
+    c.model.conv_widths = (32, 64)  # channels of the encoder's conv stages (the decoder reverses them)
+    c.model.conv_kernel = 3  # kernel size of every (transposed) convolution
+    c.model.conv_strides = (2, 2)  # per stage; image height and width must divide by their product
+    c.model.normalization = "none"  # none | layer | group, after each conv (never batch norm)
+    c.model.num_mixtures = 5  # components per pixel of likelihood discretized_logistic_mixture
 
     c.objective = ml_collections.ConfigDict()
     c.objective.name = "elbo"  # elbo | elbo_stl | iwae | iwae_dreg | miwae | piwae | ciwae | rws | rws_dreg | registered

@@ -209,7 +209,7 @@ def load_run(workdir: str | Path, checkpoint: str = "best", *, experiment: str |
     if problems:
         raise RunNotFound("; ".join(problems))
     dataset = load_data(config)  # the input size, and what test_data()/evaluate() use
-    model = build_model(config, int(dataset.train.shape[1]))
+    model = build_model(config, int(dataset.train.shape[1]), dataset.image_shape)
     schedule, _ = train_lib.learning_rate_schedule(config, 1)
     tx = train_lib.make_optimizer(config, schedule)
     template = train_lib.create_train_state(model, tx, config.seed)._asdict()

@@ -25,6 +25,7 @@ from jaxvae.experiment import init_from, parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
 from jaxvae.experiment.eval_driver import evaluate_split, weight_health_lines
+from jaxvae.experiment.imaging import bits_per_dim_results
 from jaxvae.experiment.factor_eval import factor_metrics, rate_distortion, sample_quality
 from jaxvae.vae.evaluation import linear_gaussian_log_px
 from jaxvae.experiment.metrics import MetricWriter
@@ -96,7 +97,9 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
         valid_size=d.valid_size or None, image_key=d.image_key, binarize=d.binarize, seed=config.seed)
 
 
-def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
+def build_model(config: ml_collections.ConfigDict, x_dim: int, image_shape=None) -> VAE:
+    """The VAE of ``config.model``; ``image_shape`` (H, W, C) gives it image-shaped inputs when a conv
+    network or a channel-coupled likelihood needs them (jaxvae.vae.conv.image_fields)."""
     m = config.model
     if int(m.get("stochastic_layers", 1)) > 1:
         from jaxvae.vae.hierarchical import HierarchicalVAE
@@ -106,12 +109,14 @@ def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
             encoder_hidden=tuple(m.encoder_hidden), decoder_hidden=tuple(m.decoder_hidden),
             upper_hidden=tuple(m.upper_hidden), activation=m.activation, likelihood=m.likelihood,
             obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act)
+    from jaxvae.vae.conv import image_fields
+
     return VAE(
         x_dim=x_dim, latent_dim=m.latent_dim, encoder_hidden=tuple(m.encoder_hidden),
         decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
         obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act, flow=m.flow,
         flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior,
-        compute_dtype=m.compute_dtype)
+        compute_dtype=m.compute_dtype, **image_fields(m, image_shape))
 
 
 def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarray):
@@ -228,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
 
     for warning in check_data(config, dataset):  # DataError for data the model cannot use
         log(f"warning: {warning}")
-    model = build_model(config, dataset.train.shape[1])
+    model = build_model(config, dataset.train.shape[1], dataset.image_shape)
     batch_size = config.train.batch_size
     steps_per_epoch = train_lib.steps_per_epoch_for(len(dataset.train), batch_size)
     schedule, total_steps = train_lib.learning_rate_schedule(config, steps_per_epoch)
@@ -431,7 +436,7 @@ def final_results(config, model, params, dataset, workdir: Path, test: dict) -> 
             "flow": config.model.flow, "flow_length": config.model.flow_length,
             "beta": config.objective.beta, "seed": config.seed, "latent_dim": config.model.latent_dim,
         },
-        "test": test,
+        "test": {**test, **bits_per_dim_results(config, model, dataset, test)},
         "train_set": train_set_results(config, model, params, dataset),
         "eval_wall_time_s": eval_seconds,
         "pictures": [os.path.basename(p) for p in pictures],
@@ -447,8 +452,10 @@ def format_results(r: dict) -> str:
     rows += [(f"test IWAE_{k}", v) for k, v in t["iwae"].items()]
     if t.get("exact_log_px") is not None:
         rows.append(("exact log p(x)", t["exact_log_px"]))
-    rows += [(f"NLL estimate (K={t['nll_k']})", t["nll"]),
-             ("active units", t["active_units"])]
+    rows += [(f"NLL estimate (K={t['nll_k']})", t["nll"])]
+    if str(t.get("bits_per_dim_convention", "")).startswith("8-bit"):
+        rows.append(("bits/dim (NLL estimate)", t["bits_per_dim"]))
+    rows += [("active units", t["active_units"])]
     if t.get("mutual_information") is not None:
         rows += [("mutual information I_q(x;z)", t["mutual_information"]),
                  ("marginal KL(q(z)||p(z))", t["marginal_kl"])]

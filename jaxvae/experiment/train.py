@@ -216,7 +216,10 @@ def dispatch_sizes(step: int, total: int, steps_per_epoch: int, steps_per_dispat
 
 
 def flops_per_example(model: VAE, num_samples: int) -> float:
-    """Approximate matmul FLOPs of one training example (forward + backward = 3x forward)."""
+    """Approximate matmul FLOPs of one training example (forward + backward = 3x forward); None for conv
+    networks (benchmarks/conv_bench.py measures theirs with XLA's cost analysis)."""
+    if getattr(model, "is_conv", False):
+        return None
     enc = [model.x_dim, *model.encoder_hidden]
     dec = [model.latent_dim, *model.decoder_hidden, model.x_dim]
     enc_f = sum(2 * a * b for a, b in zip(enc[:-1], enc[1:])) + 2 * enc[-1] * 2 * model.latent_dim

@@ -16,13 +16,15 @@ CHOICES = {
     "model.activation": ("tanh", "relu", "elu", "gelu", "softplus", "sigmoid", "identity"),
     "model.decoder_output_act": ("identity", "sigmoid", "tanh", "softplus"),
     "train.schedule": ("constant", "iwae"),
+    "model.network": ("mlp", "conv", "resnet"),
+    "model.normalization": ("none", "layer", "group"),
     "model.compute_dtype": ("float32", "bfloat16"),
     "train.nan_policy": ("stop", "skip"),
     "tracking.wandb_mode": WANDB_MODES,
     "train.init_checkpoint": ("best", "latest"),
 }
 DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "omniglot",
-            "tfds:<name>")
+            "cifar10", "tfds:<name>")
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {
@@ -39,6 +41,7 @@ MINIMUM = {
     "parallel.num_devices": (0, False), "parallel.num_processes": (1, False), "parallel.process_id": (0, False),
     "parallel.member_shards": (0, False), "model.stochastic_layers": (1, False),
     "eval.train_examples": (0, False), "eval.binarize_seed": (-1, False),
+    "model.conv_kernel": (1, False), "model.num_mixtures": (1, False),
 }
 # field -> (highest allowed, exclusive?)
 MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True), "objective.beta_ciwae": (1, False)}
@@ -114,13 +117,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         problems.append(f"data.name={name!r} is not one of {', '.join(DATASETS)}")
     problems += _hierarchy_problems(given)
     for field in ("eval.ks", "model.encoder_hidden", "model.decoder_hidden", "model.latent_dims",
-                  "model.upper_hidden"):
+                  "model.upper_hidden", "model.conv_widths", "model.conv_strides"):
         value = given.get(field, ())
         if isinstance(value, (tuple, list)):
             bad = [v for v in value if not isinstance(v, int) or isinstance(v, bool) or v < 1]
             if bad or (field == "eval.ks" and not value):
                 problems.append(f"{field}={tuple(value)!r} must be a non-empty list of integers >= 1"
                                 if field == "eval.ks" else f"{field}={tuple(value)!r} must hold integers >= 1")
+    if given.get("model.network", "mlp") != "mlp" and len(given.get("model.conv_widths", ())) != len(
+            given.get("model.conv_strides", ())):
+        problems.append(f"model.conv_widths={tuple(given.get('model.conv_widths', ()))!r} and model.conv_strides="
+                        f"{tuple(given.get('model.conv_strides', ()))!r} must have the same length (one per stage)")
+    if given.get("model.network", "mlp") != "mlp" and given.get("model.compute_dtype", "float32") != "float32":
+        problems.append("model.compute_dtype='bfloat16' is for MLP networks; conv networks run in float32 "
+                        "(set model.compute_dtype='float32')")
     obj, flow = given.get("objective.name"), given.get("model.flow")
     if obj in ("elbo_stl", "iwae_dreg", "rws", "rws_dreg") and flow != "none" and given.get("model.flow_length", 0) > 0:
         problems.append(f"objective.name={obj!r} needs a Gaussian posterior; set model.flow='none' "
@@ -288,6 +298,21 @@ def check_data(config: ml_collections.ConfigDict, dataset) -> list[str]:
         raise DataError(f"data.name={name!r} has no validation examples; set data.valid_size > 0 or "
                         "train.eval_every_epochs=0")
     warnings = []
+    if config.model.get("network", "mlp") != "mlp":
+        from jaxvae.vae.conv import check_image_shape
+
+        problem = check_image_shape(tuple(dataset.image_shape), tuple(config.model.conv_strides))
+        if problem:
+            raise DataError(f"data.name={name!r} with model.network={config.model.network!r}: {problem}")
+    if str(config.model.likelihood).startswith("discretized_"):
+        lo = min(float(x.min()) for x in splits.values() if x.size)
+        hi = max(float(x.max()) for x in splits.values() if x.size)
+        if lo < 0 or hi > 1:
+            raise DataError(f"data.name={name!r} has values in [{lo:g}, {hi:g}] but model.likelihood="
+                            f"{config.model.likelihood!r} needs 8-bit pixels k/255 in [0, 1]")
+        if config.data.binarize != "none":
+            raise DataError(f"model.likelihood={config.model.likelihood!r} models 8-bit pixels; set "
+                            "data.binarize='none' (or use model.likelihood='bernoulli')")
     if config.model.likelihood == "bernoulli":
         lo = min(float(x.min()) for x in splits.values() if x.size)
         hi = max(float(x.max()) for x in splits.values() if x.size)

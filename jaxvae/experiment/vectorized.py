@@ -273,7 +273,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     per_member_data = len(cache) > 1
     members = [_Member(i, c, wd, d) for i, (c, wd, d) in enumerate(zip(configs, workdirs, datasets))]
 
-    model = R.build_model(base, datasets[0].train.shape[1])
+    model = R.build_model(base, datasets[0].train.shape[1], datasets[0].image_shape)
     batch_size = base.train.batch_size
     steps_per_epoch = train_lib.steps_per_epoch_for(len(datasets[0].train), batch_size)
     schedule, total_steps = train_lib.learning_rate_schedule(base, steps_per_epoch)

@@ -217,6 +217,7 @@ METRICS = [  # (csv column, markdown header, results path, decimals)
     ("test_elbo", "test ELBO", "test.elbo", 2),
     # IWAE_K columns go here
     ("nll", "NLL", "test.nll", 2),
+    ("bits_per_dim", "bits/dim", "test.bits_per_dim", 3),  # shown for 8-bit data (discretized likelihoods)
     ("exact_log_px", "exact log p(x)", "test.exact_log_px", 2),
     ("active_units", "active units", "test.active_units", 0),
     ("rate", "rate R", "test.rate", 2),
@@ -250,6 +251,9 @@ def metric_columns(runs: Sequence[RunRecord]) -> list[Column]:
     cols = []
     for key, header, path, dec in METRICS:
         if key in OPTIONAL_METRICS and all(_num(_get(r.results, path)) is None for r in runs):
+            continue
+        if key == "bits_per_dim" and not any(
+                str(_get(r.results, "test.bits_per_dim_convention") or "").startswith("8-bit") for r in runs):
             continue
         if key == "nll":
             for k in ks:

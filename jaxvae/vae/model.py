@@ -14,6 +14,7 @@ a part added through a registry works with every bound and estimator.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -23,6 +24,7 @@ from jaxvae.vae import distributions as D
 from jaxvae.vae import flows
 from jaxvae.vae import likelihoods as _likelihoods  # noqa: F401 - registers the built-in likelihoods
 from jaxvae.vae import priors as _priors  # noqa: F401 - registers the built-in priors
+from jaxvae.vae import conv
 from jaxvae.vae.networks import Decoder, Encoder
 from jaxvae.vae.registry import FLOWS, LIKELIHOODS, PRIORS, build
 
@@ -60,10 +62,28 @@ class VAE:
     flow_length: int = 0
     amortized_flow: bool = True
     prior: Any = "standard_normal"
+    # images (jaxvae.vae.conv): x_shape = (H, W, C) makes x image-shaped (flat (..., x_dim) inputs are
+    # reshaped); None = flat vectors, the MLP path exactly as before
+    x_shape: tuple[int, ...] | None = None
+    network: str = "mlp"  # mlp | conv | resnet
+    conv_widths: Sequence[int] = (32, 64)
+    conv_kernel: int = 3
+    conv_strides: Sequence[int] = (2, 2)
+    normalization: str = "none"  # none | layer | group
+    num_mixtures: int = 5  # components of the discretized logistic mixture
     compute_dtype: str = "float32"  # matmul dtype of the networks: float32 | bfloat16 (parameters stay f32)
 
     def __post_init__(self):
         self.likelihood_part, self.prior_part  # unknown names fail here, with the registry's message
+        if self.x_shape is not None and math.prod(self.x_shape) != self.x_dim:
+            raise ValueError(f"x_shape {tuple(self.x_shape)} has {math.prod(self.x_shape)} values, x_dim is "
+                             f"{self.x_dim}")
+        if self.network not in conv.NETWORKS:
+            raise ValueError(f"unknown network {self.network!r}; choose one of {conv.NETWORKS}")
+        if self.is_conv:
+            problem = conv.check_image_shape(self.x_shape or (), self.conv_strides)
+            if problem:
+                raise ValueError(problem)
         if self.flow != "none" and isinstance(self.flow, str) and self.flow not in FLOWS:
             raise ValueError(FLOWS.unknown(self.flow))
 
@@ -94,17 +114,56 @@ class VAE:
 
     # -- networks -------------------------------------------------------------------------------
     @property
+    def is_conv(self) -> bool:
+        return self.network != "mlp"
+
+    @property
     def encoder(self) -> Encoder:
         shapes = ()
         if self.has_flow and self.amortized_flow:
             shapes = tuple(sorted(self.flow_part.param_shapes(self.latent_dim).items()))
+        if self.is_conv:
+            return conv.ConvEncoder(tuple(self.conv_widths), self.latent_dim, self.conv_kernel,
+                                    tuple(self.conv_strides), self.activation, self.normalization,
+                                    self.network == "resnet", shapes, self.flow_length if shapes else 0)
         return Encoder(tuple(self.encoder_hidden), self.latent_dim, self.activation, shapes,
                        self.flow_length if shapes else 0, self.network_dtype)
 
     @property
     def decoder(self) -> Decoder:
-        return Decoder(tuple(self.decoder_hidden), tuple(self.likelihood_part.heads(self.x_dim)),
-                       self.activation, self.decoder_output_act, self.network_dtype)
+        heads = tuple(self.likelihood_part.heads(self.x_dim))
+        if self.is_conv:
+            return conv.ConvDecoder(tuple(self.conv_widths), tuple(self.x_shape), heads, self.conv_kernel,
+                                    tuple(self.conv_strides), self.activation, self.normalization,
+                                    self.network == "resnet", self.decoder_output_act)
+        return Decoder(tuple(self.decoder_hidden), heads, self.activation, self.decoder_output_act,
+                       self.network_dtype)
+
+    # -- image layout (only when x_shape is set) ---------------------------------------------------
+    @property
+    def _event_aware(self) -> bool:
+        """The likelihood sums over its own ``event_ndim`` axes (image layout); others get flat arrays."""
+        return hasattr(self.likelihood_part, "event_ndim")
+
+    def as_image(self, x: jax.Array) -> jax.Array:
+        """x (..., x_dim) or (..., H, W, C) -> (..., H, W, C)."""
+        shape = tuple(self.x_shape)
+        if x.shape[x.ndim - len(shape):] == shape:
+            return x
+        return x.reshape(*x.shape[:-1], *shape)
+
+    def as_flat(self, x: jax.Array) -> jax.Array:
+        """x (..., H, W, C) or (..., x_dim) -> (..., x_dim)."""
+        if self.x_shape is None or x.shape[x.ndim - len(self.x_shape):] != tuple(self.x_shape):
+            return x
+        return x.reshape(*x.shape[: x.ndim - len(self.x_shape)], self.x_dim)
+
+    def _map_heads(self, fn, out):
+        return tuple(fn(o) for o in out) if isinstance(out, tuple) else fn(out)
+
+    def _flat_heads(self, out):
+        """Decoder output in image layout (..., H, W, k) -> (..., H W k)."""
+        return self._map_heads(lambda o: o.reshape(*o.shape[:-3], -1), out)
 
     @property
     def network_dtype(self):
@@ -122,8 +181,9 @@ class VAE:
     def init(self, key: jax.Array, output_bias: jax.Array | None = None) -> Params:
         """Fresh parameters; ``output_bias`` (e.g. the data's pixel log-odds) initialises the decoder bias."""
         k_enc, k_dec, k_flow = jax.random.split(key, 3)
+        x0 = jnp.zeros((1, *self.x_shape) if self.is_conv else (1, self.x_dim))
         params = {
-            "encoder": self.encoder.init(k_enc, jnp.zeros((1, self.x_dim)))["params"],
+            "encoder": self.encoder.init(k_enc, x0)["params"],
             "decoder": self.decoder.init(k_dec, jnp.zeros((1, self.latent_dim)))["params"],
         }
         if output_bias is not None:
@@ -138,19 +198,31 @@ class VAE:
         return params
 
     def encode(self, params: Params, x: jax.Array) -> Posterior:
+        if self.x_shape is not None:  # MLPs flatten at their input, conv nets take images
+            x = self.as_image(x) if self.is_conv else self.as_flat(x)
         mu, logvar, flow_params = self.encoder.apply({"params": params["encoder"]}, x)
         if self.has_flow and not self.amortized_flow:
             flow_params = params["flow"]
         return Posterior(mu, logvar, flow_params)
 
     def decode(self, params: Params, z: jax.Array):
-        """The decoder's output for z (the likelihood's parameters, e.g. Bernoulli logits)."""
-        return self.decoder.apply({"params": params["decoder"]}, z)
+        """The decoder's output for z (the likelihood's parameters, e.g. Bernoulli logits); with x_shape
+        each head in image layout (..., H, W, k)."""
+        out = self.decoder.apply({"params": params["decoder"]}, z)
+        if self.x_shape is not None and not self.is_conv:
+            h, w = self.x_shape[:2]
+            out = self._map_heads(lambda o: o.reshape(*o.shape[:-1], h, w, o.shape[-1] // (h * w)), out)
+        return out
 
     # -- densities --------------------------------------------------------------------------------
     def log_likelihood(self, params: Params, x: jax.Array, z: jax.Array) -> jax.Array:
-        """log p(x|z), decoding exactly the z it is given."""
-        return self.likelihood_part.log_prob(x, self.decode(params, z))
+        """log p(x|z), decoding exactly the z it is given; summed over all of x's axes (pixels, channels)."""
+        out = self.decode(params, z)
+        if self.x_shape is None:
+            return self.likelihood_part.log_prob(x, out)
+        if self._event_aware:  # e.g. a discretized mixture, which couples a pixel's channels
+            return self.likelihood_part.log_prob(self.as_image(x), out)
+        return self.likelihood_part.log_prob(self.as_flat(x), self._flat_heads(out))
 
     def log_prior(self, params: Params, z: jax.Array) -> jax.Array:
         """log p(z)."""
@@ -187,5 +259,10 @@ class VAE:
         return self.prior_part.sample(self, params, key, num)
 
     def mean_image(self, params: Params, z: jax.Array) -> jax.Array:
-        """E[x|z] (for pictures): sigmoid(logits) for Bernoulli, the mean for Gaussians."""
-        return self.likelihood_part.mean(self.decode(params, z))
+        """E[x|z] (for pictures), flat (..., x_dim): sigmoid(logits) for Bernoulli, the mean for Gaussians."""
+        out = self.decode(params, z)
+        if self.x_shape is None:
+            return self.likelihood_part.mean(out)
+        if self._event_aware:
+            return self.as_flat(self.likelihood_part.mean(out))
+        return self.likelihood_part.mean(self._flat_heads(out))
