@@ -16,6 +16,8 @@ CHOICES = {
     "model.decoder_output_act": ("identity", "sigmoid", "tanh", "softplus"),
     "train.schedule": ("constant", "iwae"),
     "train.nan_policy": ("stop", "skip"),
+    "model.sylvester_variant": ("orthogonal", "householder", "triangular"),
+    "model.prior_init": ("data", "random"),
 }
 DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
 
@@ -33,6 +35,8 @@ MINIMUM = {
     "train.adam_eps": (0, True), "train.adam_b1": (0, False), "train.adam_b2": (0, False),
     "parallel.num_devices": (0, False), "parallel.num_processes": (1, False), "parallel.process_id": (0, False),
     "parallel.member_shards": (0, False),
+    "model.flow_init_scale": (0, False), "model.flow_context": (0, False), "model.sylvester_columns": (0, False),
+    "model.sylvester_reflections": (1, False), "model.prior_components": (1, False),
 }
 # field -> (highest allowed, exclusive?)
 MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True)}
@@ -106,17 +110,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     name = given.get("data.name", "")
     if isinstance(name, str) and not (name in DATASETS[:-1] or (name.startswith("tfds:") and len(name) > 5)):
         problems.append(f"data.name={name!r} is not one of {', '.join(DATASETS)}")
-    for field in ("eval.ks", "model.encoder_hidden", "model.decoder_hidden"):
+    for field in ("eval.ks", "model.encoder_hidden", "model.decoder_hidden", "model.flow_hidden"):
         value = given.get(field, ())
         if isinstance(value, (tuple, list)):
             bad = [v for v in value if not isinstance(v, int) or isinstance(v, bool) or v < 1]
-            if bad or (field == "eval.ks" and not value):
+            if bad or (field in ("eval.ks", "model.flow_hidden") and not value):
                 problems.append(f"{field}={tuple(value)!r} must be a non-empty list of integers >= 1"
-                                if field == "eval.ks" else f"{field}={tuple(value)!r} must hold integers >= 1")
+                                if field in ("eval.ks", "model.flow_hidden") else f"{field}={tuple(value)!r} must hold integers >= 1")
     obj, flow = given.get("objective.name"), given.get("model.flow")
     if obj in ("elbo_stl", "iwae_dreg") and flow != "none" and given.get("model.flow_length", 0) > 0:
         problems.append(f"objective.name={obj!r} needs a Gaussian posterior; set model.flow='none' "
                         "or use objective.name='elbo' or 'iwae' with flows")
+    columns, latent = given.get("model.sylvester_columns", 0), given.get("model.latent_dim", 1)
+    if isinstance(columns, int) and isinstance(latent, int) and columns > latent:
+        problems.append(f"model.sylvester_columns={columns} must be <= model.latent_dim={latent} "
+                        "(Q has orthonormal columns); 0 = latent_dim")
     if problems:
         raise ConfigError(_invalid(problems))
 

@@ -56,6 +56,7 @@ class Encoder(nn.Module):
     act: str = "tanh"
     flow_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     flow_length: int = 0
+    flow_init_scale: float = 1e-3  # std of the flow head's kernel at init (its bias starts at 0)
 
     @nn.compact
     def __call__(self, x):
@@ -67,7 +68,7 @@ class Encoder(nn.Module):
             flow_params = {}
             for name, shape in self.flow_shapes:
                 size = self.flow_length * math.prod(shape)
-                raw = nn.Dense(size, name=f"flow_{name}", kernel_init=nn.initializers.normal(1e-3))(h)
+                raw = nn.Dense(size, name=f"flow_{name}", kernel_init=nn.initializers.normal(self.flow_init_scale))(h)
                 raw = raw.reshape(raw.shape[:-1] + (self.flow_length,) + tuple(shape))
                 flow_params[name] = jnp.moveaxis(raw, -1 - len(shape), 0)
         return mu, logvar, flow_params
