@@ -251,3 +251,30 @@ def test_new_parts_train_under_jit_vmap_and_resume():
         first = O.OBJECTIVES.get("elbo")(model, s0.params, x_train, jax.random.key(9), k=20, analytic_kl=False)[0]
         last = O.OBJECTIVES.get("elbo")(model, full.params, x_train, jax.random.key(9), k=20, analytic_kl=False)[0]
         assert last < first
+
+
+def test_config_options_validated_and_reach_the_model():
+    """Bad values give one ConfigError line naming the field; good ones reach the VAE's parts."""
+    from jaxvae.experiment.configs import base_config
+    from jaxvae.experiment.runner import build_model
+    from jaxvae.experiment.validation import ConfigError, validate_config
+
+    for field, value, words in (("sylvester_variant", "qr", "model.sylvester_variant"),
+                                ("sylvester_columns", 99, "model.sylvester_columns=99"),
+                                ("flow_hidden", (), "model.flow_hidden"),
+                                ("prior_components", 0, "model.prior_components=0"),
+                                ("prior_init", "zeros", "model.prior_init")):
+        c = base_config()
+        c.model[field] = value
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+            validate_config(c)
+    c = base_config()
+    c.model.update(flow="sylvester", flow_length=2, sylvester_variant="householder", sylvester_reflections=3,
+                   prior="vampprior", prior_components=7, prior_init="random")
+    validate_config(c)
+    m = build_model(c, 12)
+    assert m.flow_part.variant == "householder" and m.flow_part.reflections == 3
+    assert m.prior_part.components == 7 and not m.prior_part.from_data
+    c.model.update(flow="iaf", flow_hidden=(5, 6), flow_context=4)
+    f = build_model(c, 12).flow_part
+    assert f.hidden == (5, 6) and f.context == 4
