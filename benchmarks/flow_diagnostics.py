@@ -31,7 +31,8 @@ def main():
     config = FLAGS.config
     data = R.load_data(config)
     model = R.build_model(config, data.train.shape[1])
-    tx = T.make_optimizer(config, config.train.learning_rate)
+    schedule, _ = T.learning_rate_schedule(config, T.steps_per_epoch_for(len(data.train), config.train.batch_size))
+    tx = T.make_optimizer(config, schedule)
     state = T.create_train_state(model, tx, config.seed, R.output_bias(config, model, data.train))
     restored, step = Checkpoints(workdir, 3).restore_latest(state._asdict())
     params = restored["params"]
