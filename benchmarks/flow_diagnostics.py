@@ -3,7 +3,8 @@
     python benchmarks/flow_diagnostics.py WORKDIR [--config.model.flow_length=10 ...]
 
 Loads WORKDIR's latest checkpoint (config from experiments/planar_flow_mnist.py plus the overrides given),
-and on the first 1000 test images prints: mean sum_k log|det J_k| per example, per-layer median ||w||,
+and on the first 1000 test images (denser than average: lower ELBOs than the runner's
+random 1000-image subset) prints: mean sum_k log|det J_k| per example, per-layer median ||w||,
 w.u_hat, |u_hat|, and the ELBO (S = 20 samples) with the learned flow vs the same encoder's q_0 alone.
 """
 
@@ -36,7 +37,7 @@ def main():
     state = T.create_train_state(model, tx, config.seed, R.output_bias(config, model, data.train))
     restored, step = Checkpoints(workdir, 3).restore_latest(state._asdict())
     params = restored["params"]
-    x = jnp.asarray(data.test[:1000], jnp.float32)
+    x = jnp.asarray(data.test[:1000], jnp.float32)  # the first 1000 (denser than the runner's random subset)
     post = model.encode(params, x)
     print(f"step {step}")
     if model.has_flow:
