@@ -234,4 +234,4 @@ def test_small_params_are_near_identity():
     np.testing.assert_allclose(log_det, 0.0, atol=1e-6)
     assert float(jnp.max(jnp.abs(flows.planar_u_hat(jnp.asarray([1e-3, 0, 0]), w[0])))) < 2e-3
     with pytest.raises(ValueError):
-        flows.param_shapes("sylvester", 3)
+        flows.param_shapes("no_such_flow", 3)

@@ -44,6 +44,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
     c.model.compute_dtype = "float32"  # float32 | bfloat16: the networks' matmuls in training (parameters,
     # optimizer, log-weights, log-mean-exp and KL stay float32; evaluation always runs in float32)
+    c.model.flow_init_scale = 1e-3  # std of the amortized flow head's kernel at init (bias 0); see
+    # benchmarks/README.md (flows): 1e-3 starts planar/Sylvester layers at the identity's saddle point
+    c.model.flow_hidden = (64,)  # iaf: hidden widths of each layer's MADE network (global weights)
+    c.model.flow_context = 0  # iaf: size of the per-example context the encoder feeds each MADE (0 = none)
+    c.model.sylvester_variant = "orthogonal"  # sylvester: orthogonal | householder | triangular (Q's form)
+    c.model.sylvester_columns = 0  # sylvester orthogonal: columns M of Q (1..latent_dim; 0 = latent_dim)
+    c.model.sylvester_reflections = 4  # sylvester householder: Householder reflections per layer
+    c.model.prior_components = 500  # vampprior: pseudo-inputs K; mog: mixture components
+    c.model.prior_init = "data"  # vampprior pseudo-inputs: data (K training examples) | random (N(0.5, 0.01^2))
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
     c.model.network = "mlp"  # mlp | conv | resnet (jaxvae.vae.conv; conv nets ignore *_hidden)
     c.model.conv_widths = (32, 64)  # channels of the encoder's conv stages (the decoder reverses them)

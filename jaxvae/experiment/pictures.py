@@ -78,7 +78,7 @@ def _locate(model, params, x):
     post = model.encode(params, x)
     loc = post.mu
     if model.has_flow:
-        loc, _ = flows.apply(model.flow, post.flow_params, post.mu)
+        loc, _ = flows.apply(model.flow_part, post.flow_params, post.mu)
     return loc
 
 

@@ -116,7 +116,15 @@ def build_model(config: ml_collections.ConfigDict, x_dim: int, image_shape=None)
         decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
         obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act, flow=m.flow,
         flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior,
-        compute_dtype=m.compute_dtype, **image_fields(m, image_shape))
+        compute_dtype=m.compute_dtype, **image_fields(m, image_shape), **flow_prior_options(m))
+
+
+def flow_prior_options(m: ml_collections.ConfigDict) -> dict:
+    """The VAE fields of the IAF / Sylvester flows and the VampPrior / mixture priors (model.* options)."""
+    return dict(flow_init_scale=float(m.flow_init_scale), flow_hidden=tuple(m.flow_hidden),
+                flow_context=int(m.flow_context), sylvester_variant=m.sylvester_variant,
+                sylvester_columns=int(m.sylvester_columns), sylvester_reflections=int(m.sylvester_reflections),
+                prior_components=int(m.prior_components), prior_init=m.prior_init)
 
 
 def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarray):
@@ -239,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     schedule, total_steps = train_lib.learning_rate_schedule(config, steps_per_epoch)
     tx = train_lib.make_optimizer(config, schedule)
     state = train_lib.create_train_state(model, tx, config.seed,
-                                         output_bias(config, model, dataset.train))
+                                         output_bias(config, model, dataset.train), init_data=dataset.train)
     state = init_from.apply(config, state, tx, log)  # train.init_from (a resumed checkpoint wins below)
     mesh = parallel.make_mesh(config.parallel.num_devices)
     parallel.check_divisible(batch_size, mesh, "train.batch_size")

@@ -89,9 +89,10 @@ def beta_from(hp: dict, step: jax.Array) -> jax.Array:
 
 
 def create_train_state(model: VAE, tx: optax.GradientTransformation, seed: int,
-                       output_bias=None) -> TrainState:
+                       output_bias=None, init_data=None) -> TrainState:
+    """``init_data``: training examples for parts that initialise from data (VampPrior pseudo-inputs)."""
     root = jax.random.key(seed)
-    params = model.init(jax.random.fold_in(root, 0), output_bias)
+    params = model.init(jax.random.fold_in(root, 0), output_bias, data=init_data)
     return TrainState(jnp.int32(0), params, tx.init(params), jax.random.key_data(root), jnp.int32(0))
 
 

@@ -22,6 +22,8 @@ CHOICES = {
     "train.nan_policy": ("stop", "skip"),
     "tracking.wandb_mode": WANDB_MODES,
     "train.init_checkpoint": ("best", "latest"),
+    "model.sylvester_variant": ("orthogonal", "householder", "triangular"),
+    "model.prior_init": ("data", "random"),
 }
 DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "omniglot",
             "cifar10", "tfds:<name>")
@@ -42,6 +44,8 @@ MINIMUM = {
     "parallel.member_shards": (0, False), "model.stochastic_layers": (1, False),
     "eval.train_examples": (0, False), "eval.binarize_seed": (-1, False),
     "model.conv_kernel": (1, False), "model.num_mixtures": (1, False),
+    "model.flow_init_scale": (0, False), "model.flow_context": (0, False), "model.sylvester_columns": (0, False),
+    "model.sylvester_reflections": (1, False), "model.prior_components": (1, False),
 }
 # field -> (highest allowed, exclusive?)
 MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True), "objective.beta_ciwae": (1, False)}
@@ -117,13 +121,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         problems.append(f"data.name={name!r} is not one of {', '.join(DATASETS)}")
     problems += _hierarchy_problems(given)
     for field in ("eval.ks", "model.encoder_hidden", "model.decoder_hidden", "model.latent_dims",
-                  "model.upper_hidden", "model.conv_widths", "model.conv_strides"):
+                  "model.upper_hidden", "model.conv_widths", "model.conv_strides",
+                  "model.flow_hidden"):
         value = given.get(field, ())
         if isinstance(value, (tuple, list)):
             bad = [v for v in value if not isinstance(v, int) or isinstance(v, bool) or v < 1]
-            if bad or (field == "eval.ks" and not value):
+            if bad or (field in ("eval.ks", "model.flow_hidden") and not value):
                 problems.append(f"{field}={tuple(value)!r} must be a non-empty list of integers >= 1"
-                                if field == "eval.ks" else f"{field}={tuple(value)!r} must hold integers >= 1")
+                                if field in ("eval.ks", "model.flow_hidden")
+                                else f"{field}={tuple(value)!r} must hold integers >= 1")
     if given.get("model.network", "mlp") != "mlp" and len(given.get("model.conv_widths", ())) != len(
             given.get("model.conv_strides", ())):
         problems.append(f"model.conv_widths={tuple(given.get('model.conv_widths', ()))!r} and model.conv_strides="
@@ -137,6 +143,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                         "or use objective.name='elbo' or 'iwae' with flows")
     problems += _tighter_bound_problems(given)
     problems += config_problems(config)  # the package of each tracker turned on
+    columns, latent = given.get("model.sylvester_columns", 0), given.get("model.latent_dim", 1)
+    if isinstance(columns, int) and isinstance(latent, int) and columns > latent:
+        problems.append(f"model.sylvester_columns={columns} must be <= model.latent_dim={latent} "
+                        "(Q has orthonormal columns); 0 = latent_dim")
     if problems:
         raise ConfigError(_invalid(problems))
 

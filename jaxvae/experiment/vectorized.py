@@ -290,7 +290,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     try:
         for m in members:
             state = train_lib.create_train_state(model, tx, m.config.seed,
-                                                 R.output_bias(m.config, model, m.dataset.train))
+                                                 R.output_bias(m.config, model, m.dataset.train),
+                                                 init_data=m.dataset.train)
             state = init_from.apply(m.config, state, tx, lambda s, m=m: log(f"{m.label} {s}"))
             m.ckpts = Checkpoints(m.workdir, m.config.train.keep_checkpoints)
             restored, restored_step = m.ckpts.restore_latest(state._asdict())

@@ -72,6 +72,15 @@ class VAE:
     normalization: str = "none"  # none | layer | group
     num_mixtures: int = 5  # components of the discretized logistic mixture
     compute_dtype: str = "float32"  # matmul dtype of the networks: float32 | bfloat16 (parameters stay f32)
+    # options of the newer parts (read by their ``from_model``); defaults leave the parts above unchanged
+    flow_init_scale: float = 1e-3  # std of the amortized flow head's kernel at init
+    flow_hidden: Sequence[int] = (64,)  # IAF: MADE hidden widths
+    flow_context: int = 0  # IAF: size of the per-example context from the encoder (0 = none)
+    sylvester_variant: str = "orthogonal"  # orthogonal | householder | triangular
+    sylvester_columns: int = 0  # orthogonal Sylvester: columns M of Q (0 = latent_dim)
+    sylvester_reflections: int = 4  # Householder Sylvester: reflections per layer
+    prior_components: int = 500  # VampPrior pseudo-inputs / mixture-of-Gaussians components
+    prior_init: str = "data"  # VampPrior pseudo-inputs: "data" (training examples, if given) | "random"
 
     def __post_init__(self):
         self.likelihood_part, self.prior_part  # unknown names fail here, with the registry's message
@@ -102,7 +111,7 @@ class VAE:
 
     @property
     def flow_part(self):
-        return flows.get(self.flow) if self.has_flow else None
+        return flows.get(self.flow, self) if self.has_flow else None
 
     @property
     def flow_name(self) -> str:
@@ -121,13 +130,14 @@ class VAE:
     def encoder(self) -> Encoder:
         shapes = ()
         if self.has_flow and self.amortized_flow:
-            shapes = tuple(sorted(self.flow_part.param_shapes(self.latent_dim).items()))
+            shapes = tuple(sorted(flows.amortized_shapes(self.flow_part, self.latent_dim).items()))
         if self.is_conv:
             return conv.ConvEncoder(tuple(self.conv_widths), self.latent_dim, self.conv_kernel,
                                     tuple(self.conv_strides), self.activation, self.normalization,
                                     self.network == "resnet", shapes, self.flow_length if shapes else 0)
         return Encoder(tuple(self.encoder_hidden), self.latent_dim, self.activation, shapes,
-                       self.flow_length if shapes else 0, self.network_dtype)
+                       self.flow_length if shapes else 0, self.network_dtype,
+                       self.flow_init_scale)
 
     @property
     def decoder(self) -> Decoder:
@@ -178,8 +188,10 @@ class VAE:
         """The same model with float32 matmuls (evaluation always runs in float32: docs/mixed_precision.md)."""
         return self if self.compute_dtype == "float32" else dataclasses.replace(self, compute_dtype="float32")
 
-    def init(self, key: jax.Array, output_bias: jax.Array | None = None) -> Params:
-        """Fresh parameters; ``output_bias`` (e.g. the data's pixel log-odds) initialises the decoder bias."""
+    def init(self, key: jax.Array, output_bias: jax.Array | None = None, data=None) -> Params:
+        """Fresh parameters; ``output_bias`` (e.g. the data's pixel log-odds) initialises the decoder bias;
+        ``data`` (training examples, optional) goes to a prior's ``init_from_data`` (VampPrior
+        pseudo-inputs drawn from the data)."""
         k_enc, k_dec, k_flow = jax.random.split(key, 3)
         x0 = jnp.zeros((1, *self.x_shape) if self.is_conv else (1, self.x_dim))
         params = {
@@ -190,9 +202,17 @@ class VAE:
             out = dict(params["decoder"]["out"])
             out["bias"] = jnp.asarray(output_bias, dtype=out["bias"].dtype).reshape(out["bias"].shape)
             params["decoder"] = {**params["decoder"], "out": out}
-        if self.has_flow and not self.amortized_flow:
-            params["flow"] = flows.init_params(k_flow, self.flow, self.flow_length, self.latent_dim)
-        prior_params = self.prior_part.init(jax.random.fold_in(key, 3), self)
+        if self.has_flow:
+            flow_params = flows.init_params(k_flow, self.flow_part, self.flow_length, self.latent_dim)
+            if self.amortized_flow:  # only the flow's global parameters (e.g. MADE weights) live here
+                keep = flows.global_names(self.flow_part)
+                flow_params = {k: v for k, v in flow_params.items() if k in keep}
+            if flow_params:
+                params["flow"] = flow_params
+        prior = self.prior_part
+        prior_params = prior.init(jax.random.fold_in(key, 3), self)
+        if data is not None and hasattr(prior, "init_from_data"):
+            prior_params = prior.init_from_data(jax.random.fold_in(key, 4), self, prior_params, data)
         if prior_params is not None:
             params["prior"] = prior_params
         return params
@@ -203,6 +223,8 @@ class VAE:
         mu, logvar, flow_params = self.encoder.apply({"params": params["encoder"]}, x)
         if self.has_flow and not self.amortized_flow:
             flow_params = params["flow"]
+        elif self.has_flow and "flow" in params:  # amortized part from the encoder, global part shared
+            flow_params = {**(flow_params or {}), **params["flow"]}
         return Posterior(mu, logvar, flow_params)
 
     def decode(self, params: Params, z: jax.Array):
@@ -250,7 +272,7 @@ class VAE:
         log_q = D.gaussian_log_prob(z0, dens.mu, dens.logvar)
         z = z0
         if self.has_flow:
-            z, log_det = flows.apply(self.flow, dens.flow_params, z0)
+            z, log_det = flows.apply(self.flow_part, dens.flow_params, z0)
             log_q = log_q - log_det
         return z, log_q, z0
 

@@ -66,6 +66,7 @@ class Encoder(nn.Module):
     flow_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     flow_length: int = 0
     dtype: Any = None
+    flow_init_scale: float = 1e-3  # std of the flow head's kernel at init (its bias starts at 0)
 
     @nn.compact
     def __call__(self, x):
@@ -77,8 +78,8 @@ class Encoder(nn.Module):
             flow_params = {}
             for name, shape in self.flow_shapes:
                 size = self.flow_length * math.prod(shape)
-                raw = _f32(nn.Dense(size, name=f"flow_{name}", kernel_init=nn.initializers.normal(1e-3),
-                                    dtype=self.dtype)(h))
+                raw = _f32(nn.Dense(size, name=f"flow_{name}", dtype=self.dtype,
+                                    kernel_init=nn.initializers.normal(self.flow_init_scale))(h))
                 raw = raw.reshape(raw.shape[:-1] + (self.flow_length,) + tuple(shape))
                 flow_params[name] = jnp.moveaxis(raw, -1 - len(shape), 0)
         return mu, logvar, flow_params

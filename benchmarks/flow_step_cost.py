@@ -1,0 +1,60 @@
+"""Cost of one training step (ELBO, batch 100, MNIST-sized MLP 784-400-40) per posterior/prior, relative
+to the Gaussian posterior, measured in one process with the variants interleaved (rounds of 20 steps,
+median over rounds) so that machine load affects all alike.
+
+    python benchmarks/flow_step_cost.py [rounds]
+"""
+
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvae.experiment import train as T
+from jaxvae.experiment.configs import base_config
+from jaxvae.vae.model import VAE
+
+VARIANTS = {
+    "gaussian (analytic KL)": dict(),
+    "planar L=10": dict(flow="planar", flow_length=10),
+    "iaf L=4 (MADE 320, context 16)": dict(flow="iaf", flow_length=4, flow_hidden=(320,), flow_context=16),
+    "sylvester orthogonal L=4": dict(flow="sylvester", flow_length=4, sylvester_variant="orthogonal"),
+    "sylvester householder L=4 (4 refl.)": dict(flow="sylvester", flow_length=4, sylvester_variant="householder"),
+    "sylvester triangular L=4": dict(flow="sylvester", flow_length=4, sylvester_variant="triangular"),
+    "vampprior K=50": dict(prior="vampprior", prior_components=50),
+    "vampprior K=500": dict(prior="vampprior", prior_components=500),
+}
+
+
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    x = (np.random.default_rng(0).uniform(size=(2000, 784)) > 0.7).astype(np.float32)
+    x = jnp.asarray(x)
+    runs = {}
+    for name, opts in VARIANTS.items():
+        cfg = base_config()
+        cfg.objective.analytic_kl = not opts
+        model = VAE(x_dim=784, latent_dim=40, encoder_hidden=(400,), decoder_hidden=(400,), **opts)
+        tx = T.make_optimizer(cfg, 1e-3)
+        run = T.make_run_steps(model, cfg, tx, steps_per_epoch=20, batch_size=100)
+        state = T.create_train_state(model, tx, 0, init_data=np.asarray(x))
+        state, info = run(state, x, 20)  # compile
+        jax.block_until_ready(info.metrics)
+        runs[name] = [run, state]
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, entry in runs.items():
+            t0 = time.perf_counter()
+            entry[1], info = entry[0](entry[1], x, 20)
+            jax.block_until_ready(info.metrics)
+            times[name].append((time.perf_counter() - t0) / 20)
+    base = np.median(times["gaussian (analytic KL)"])
+    print("| posterior / prior | ms per step (median) | relative to Gaussian |\n| --- | ---: | ---: |")
+    for name, t in times.items():
+        print(f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
