@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from jaxvae import data as data_lib
-from jaxvae.experiment import parallel
+from jaxvae.experiment import locks, parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
 from jaxvae.experiment.eval_driver import evaluate_split
@@ -183,6 +183,19 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path, allow_conf
     write_json(saved, fingerprint)
 
 
+@contextlib.contextmanager
+def workdir_locks(workdirs):
+    """Holds the exclusive lock of every workdir (``locks``: one writer per workdir) for the block, taken
+    before any file in them is written. Raises ``locks.WorkdirBusy`` (nothing written) when another process
+    holds one, RunError when a workdir cannot be created."""
+    try:
+        with locks.holding(workdirs, jax.process_index()):
+            yield
+    except locks.LockUnavailable as e:
+        raise RunError(f"workdir {workdirs[0] if len(workdirs) == 1 else 'in ' + ', '.join(map(str, workdirs))} "
+                       f"is not writable ({e.strerror}); choose another --workdir") from None
+
+
 def _diff_keys(a, b, prefix=""):
     if isinstance(a, dict) and isinstance(b, dict):
         for k in set(a) | set(b):
@@ -194,8 +207,14 @@ def _diff_keys(a, b, prefix=""):
 # -- the run ------------------------------------------------------------------------------------------
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
                        allow_config_change: bool = False, log=print) -> dict:
-    """Train, checkpoint, evaluate; returns the results dict also written to <workdir>/results.json."""
+    """Train, checkpoint, evaluate; returns the results dict also written to <workdir>/results.json.
+    Holds the workdir's lock throughout (``locks.WorkdirBusy`` when another process has it)."""
     workdir = Path(workdir)
+    with workdir_locks([workdir]):
+        return _train_and_evaluate(config, workdir, allow_config_change, log)
+
+
+def _train_and_evaluate(config, workdir: Path, allow_config_change: bool, log) -> dict:
     prepare_workdir(config, workdir, allow_config_change)
     _status(workdir, "running", 0, "loading data")
     dataset = load_data(config)
@@ -440,7 +459,17 @@ def mark_interrupted(workdir: Path) -> None:
 
 
 def main_entry(config, workdir, allow_config_change=False) -> int:
-    """Runs and maps outcomes to exit codes: 0 finished, 3 preempted, 1 a clear error (no traceback)."""
+    """Runs and maps outcomes to exit codes: 0 finished, 3 preempted, 1 a clear error (no traceback).
+    The workdir's lock is taken first: a busy workdir is refused (exit 1) without touching any file."""
+    try:
+        with workdir_locks([Path(workdir)]):
+            return _main_entry(config, workdir, allow_config_change)
+    except (locks.WorkdirBusy, RunError) as e:  # only from taking the lock: nothing of the run's to mark
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _main_entry(config, workdir, allow_config_change) -> int:
     try:
         with sigterm_interrupts():
             train_and_evaluate(config, workdir, allow_config_change=allow_config_change)

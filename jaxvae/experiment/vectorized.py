@@ -252,6 +252,11 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     if len({str(Path(w).resolve()) for w in workdirs}) != len(workdirs):
         raise GroupError("two members share a workdir")
     check_group(configs)
+    with R.workdir_locks([Path(w) for w in workdirs]):  # every member's, before any file is written
+        return _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectorized_eval)
+
+
+def _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectorized_eval) -> list[dict | None]:
     base = configs[0]
     n = len(configs)
     for c, wd in zip(configs, workdirs):
@@ -495,6 +500,15 @@ def main_entry(config, workdirs: Sequence[str], overrides: Sequence[dict] | None
     except (ConfigError, GroupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        with R.workdir_locks([Path(w) for w in workdirs]):
+            return _main_entry(configs, workdirs, allow_config_change)
+    except (R.locks.WorkdirBusy, R.RunError) as e:  # only from taking the locks: nothing to mark
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _main_entry(configs, workdirs, allow_config_change) -> int:
     try:
         with R.sigterm_interrupts():
             results = train_group(configs, workdirs, allow_config_change=allow_config_change)
