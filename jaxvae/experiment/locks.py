@@ -82,8 +82,8 @@ def _inherited_fds() -> dict:
 class WorkdirLock:
     """A held lock on one workdir (``acquire``); ``release`` gives it back (the OS does at exit too)."""
 
-    def __init__(self, workdir: Path, path: Path, fd: int | None, fallback: bool = False):
-        self.workdir, self.path, self.fd, self.fallback = workdir, path, fd, fallback
+    def __init__(self, workdir: Path, path: Path, fd: int | None, key: str, fallback: bool = False):
+        self.workdir, self.path, self.fd, self.key, self.fallback = workdir, path, fd, key, fallback
         self.count = 1
         self._stop = threading.Event()
         if fallback:
@@ -111,7 +111,7 @@ class WorkdirLock:
 
     def release(self) -> None:
         self._stop.set()
-        _HELD.pop(_key(self.workdir, self.path), None)
+        _HELD.pop(self.key, None)
         if self.fallback:
             with contextlib.suppress(OSError, ValueError):
                 o = json.loads(self.path.read_text())
@@ -126,13 +126,13 @@ class WorkdirLock:
 _HELD: dict[str, WorkdirLock] = {}
 
 
-def _key(workdir: Path, path: Path) -> str:
+def _key(path: Path) -> str:
     return str(path.resolve())
 
 
 def holds(workdir: str | Path, process_index: int = 0) -> bool:
     """Whether this process holds the workdir's lock."""
-    return _key(Path(workdir), lock_path(workdir, process_index)) in _HELD
+    return _key(lock_path(workdir, process_index)) in _HELD
 
 
 def acquire(workdir: str | Path, process_index: int = 0, *, wait_s: float = RETRY_S) -> WorkdirLock:
@@ -145,7 +145,7 @@ def acquire(workdir: str | Path, process_index: int = 0, *, wait_s: float = RETR
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise LockUnavailable(e.errno, e.strerror) from None
-    key = _key(workdir, path)
+    key = _key(path)
     if key in _HELD:
         _HELD[key].count += 1
         return _HELD[key]
@@ -154,7 +154,7 @@ def acquire(workdir: str | Path, process_index: int = 0, *, wait_s: float = RETR
         try:
             if os.path.sameopenfile(inherited, path):
                 fcntl.flock(inherited, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: a no-op that confirms it
-                lock = WorkdirLock(workdir, path, inherited)
+                lock = WorkdirLock(workdir, path, inherited, key)
                 lock._write_owner()
                 _HELD[key] = lock
                 return lock
@@ -179,7 +179,7 @@ def acquire(workdir: str | Path, process_index: int = 0, *, wait_s: float = RETR
                     raise _busy(workdir, path) from None
                 raise LockUnavailable(e.errno, e.strerror) from None
             time.sleep(0.05)
-    lock = WorkdirLock(workdir, path, fd)
+    lock = WorkdirLock(workdir, path, fd, key)
     lock._write_owner()
     _HELD[key] = lock
     return lock
@@ -221,7 +221,7 @@ def _acquire_fallback(workdir: Path, path: Path, key: str) -> WorkdirLock:
             raise LockUnavailable(e.errno, e.strerror) from None
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(info))
-        lock = WorkdirLock(workdir, path, None, fallback=True)
+        lock = WorkdirLock(workdir, path, None, key, fallback=True)
         _HELD[key] = lock
         return lock
     raise _busy(workdir, path)
