@@ -152,7 +152,7 @@ def acquire(workdir: str | Path, process_index: int = 0, *, wait_s: float = RETR
     inherited = _inherited_fds().get(str(workdir.resolve()))
     if inherited is not None and process_index == 0:
         try:
-            if os.path.sameopenfile(inherited, path):
+            if os.path.samestat(os.fstat(inherited), os.stat(path)):
                 fcntl.flock(inherited, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: a no-op that confirms it
                 lock = WorkdirLock(workdir, path, inherited, key)
                 lock._write_owner()

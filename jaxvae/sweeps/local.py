@@ -190,6 +190,8 @@ class _Launcher:
         info = _read_json(job.launch_path) or {}
         info.update(end=_now(), exit_code=rc, seconds=round(secs, 1))
         _write_json(job.launch_path, info)
+        if rc is not None and rc < 0:
+            _mark_killed(job, -rc)
         if rc == 0:
             state = "finished"
         elif rc == 1 and _refused_as_busy(job.log_path):
@@ -234,6 +236,30 @@ class _Launcher:
             for s, h in old.items():
                 signal.signal(s, h)
         return [self.outcomes[i] for i in range(len(self.jobs))]
+
+
+def _mark_killed(job: Job, signum: int) -> None:
+    """A run killed by a signal (kill -9, out of memory) could not say so: its status.json still reads
+    "running". The launcher corrects it to "preempted" (it resumes from its last checkpoint), under the
+    workdir's lock so that it never touches a workdir another process has taken since."""
+    from jaxvae.experiment import locks  # noqa: PLC0415
+
+    for r in job.runs:
+        path = os.path.join(r.workdir, "status.json")
+        if _is_url(r.workdir) or (_read_json(path) or {}).get("status") != "running":
+            continue
+        try:
+            lock = locks.acquire(r.workdir, wait_s=0)
+        except (locks.WorkdirBusy, OSError):
+            continue
+        try:
+            st = _read_json(path) or {}
+            if st.get("status") == "running":
+                _write_json(path, {"status": "preempted", "step": st.get("step", 0),
+                                   "message": f"killed by signal {signum} (the run could not save); run again "
+                                              "to resume from its last checkpoint"})
+        finally:
+            lock.release()
 
 
 def _refused_as_busy(log_path: str) -> bool:
