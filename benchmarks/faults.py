@@ -15,7 +15,7 @@ run (so faults land during start-up and data preparation, compilation, dispatche
 evaluation and report writing; in some trials the data load or every checkpoint commit is slowed by the
 test hooks, which widens those windows without changing any number), sends SIGKILL (for the launcher: to
 it and every process under it, as a lost machine; or only to the run under it), SIGTERM or SIGINT, and
-repeats this 1-3 times before a last uninterrupted launch. After each fault it checks that status.json
+repeats this ``--per-trial`` times (default 1-3) before a last uninterrupted launch. After each fault it checks that status.json
 tells the truth (exit 3 -> "preempted", exit 0 -> "finished", never "failed") and that the workdir lock
 was released; after the last launch, that the results equal an uninterrupted run's exactly, that the
 same checkpoint steps exist as in the uninterrupted run and all restore, and that the last checkpoint is
@@ -187,16 +187,22 @@ def check_after_fault(kind: str, where: Path, rc: int, sig: str) -> list[str]:
 
 
 def run_reference(kind: str, ref: Path, env: dict) -> float:
+    """An uninterrupted run (reused when ``ref`` holds a finished one); its wall time."""
+    done = ref / "seconds.txt"
+    if done.exists() and all(_status(wd).get("status") == "finished" for wd in workdirs(kind, ref)):
+        return float(done.read_text())
     ref.mkdir(parents=True, exist_ok=True)
     t = time.time()
     with open(ref / f"{kind}.log", "w") as log:
         rc = launch(kind, ref, env, log).wait()
     if rc != 0:
         sys.exit(f"reference {kind} run failed (exit {rc}); see {ref / f'{kind}.log'}")
+    done.write_text(str(time.time() - t))
     return time.time() - t
 
 
-def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict, duration: float) -> dict:
+def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict, duration: float,
+          a_min: int = 1, a_max: int = 3) -> dict:
     env = dict(base_env)
     hooks = []
     if rng.random() < 0.3:
@@ -207,7 +213,7 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
         hooks.append("slow load")
     faults, problems = [], []
     log = open(where / "trial.log", "ab")  # noqa: SIM115
-    for _ in range(rng.randint(1, 3)):
+    for _ in range(rng.randint(a_min, a_max)):
         proc = launch(kind, where, env, log)
         delay = rng.uniform(0.2, duration * 1.05 + 2.0 * ("slow save" in hooks))
         sig_name = rng.choice(["SIGKILL", "SIGKILL", "SIGTERM", "SIGTERM", "SIGINT"]
@@ -275,6 +281,7 @@ def main():
     p.add_argument("--out", default=None, help="append one JSON line per trial here")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--max-minutes", type=float, default=1e9)
+    p.add_argument("--per-trial", default="1,3", help="min,max faults injected before a trial's last launch")
     a = p.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="jaxvae_faults_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -297,9 +304,10 @@ def main():
     out = open(a.out, "a") if a.out else None  # noqa: SIM115
     while total < a.faults and time.time() - t0 < 60 * a.max_minutes:
         kind = kinds[trials % len(kinds)]
-        where = work / "trials" / f"{trials:04d}"
+        where = work / "trials" / f"{a.seed}-{trials:04d}"
         where.mkdir(parents=True)
-        r = trial(kind, rng, where, work / "ref" / kind, env, durations[kind])
+        lo, hi = (int(x) for x in a.per_trial.split(","))
+        r = trial(kind, rng, where, work / "ref" / kind, env, durations[kind], lo, hi)
         r.update(trial=trials, seed=a.seed)
         trials += 1
         total += len(r["faults"])
