@@ -224,6 +224,7 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
         except subprocess.TimeoutExpired:
             pass
         phase = _phase(kind, where)
+        tree = [proc.pid, *_children(proc.pid)]  # waited for below (a killed launcher's runs are reparented)
         if sig_name == "SIGKILL":  # the machine is lost: the process and everything under it
             for pid in [proc.pid, *_children(proc.pid)]:
                 try:
@@ -247,8 +248,8 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
             proc.kill()
             rc = proc.wait()
             problems.append(f"did not stop within 300 s after {sig_name}")
-        deadline = time.time() + 30  # a killed launcher's runs: wait until they are gone
-        while time.time() < deadline and any(_is_alive(p) for p in _children(proc.pid)):
+        deadline = time.time() + 120  # a killed launcher's runs: wait until they are gone
+        while time.time() < deadline and any(_is_alive(p) for p in tree[1:] + _children(proc.pid)):
             time.sleep(0.1)
         time.sleep(0.05)
         found = check_after_fault(kind, where, rc, sig_name)
@@ -266,10 +267,10 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
 
 
 def _is_alive(pid: int) -> bool:
+    """Running (a zombie has closed its files, so it counts as gone)."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
 
 
@@ -282,19 +283,24 @@ def main():
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--max-minutes", type=float, default=1e9)
     p.add_argument("--per-trial", default="1,3", help="min,max faults injected before a trial's last launch")
+    p.add_argument("--max-trials", type=int, default=10**9)
+    p.add_argument("--no-warm", action="store_true",
+                   help="no warm-up run before the reference (keeps $JAX_COMPILATION_CACHE_DIR when set)")
     a = p.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="jaxvae_faults_"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", PYTHON=sys.executable,
-               JAX_COMPILATION_CACHE_DIR=str(work / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    if not (a.no_warm and env.get("JAX_COMPILATION_CACHE_DIR")):
+        env["JAX_COMPILATION_CACHE_DIR"] = str(work / "jax_cache")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     for k in ("JAXVAE_TEST_SLOW_SAVE_S", "JAXVAE_TEST_SLOW_LOAD_S", "JAXVAE_WORKDIR_LOCK_FDS", "JAXVAE_RUN_MODULE"):
         env.pop(k, None)
     kinds = a.kinds.split(",")
     durations = {}
     for kind in kinds:
-        run_reference(kind, work / "ref" / "warm" / kind, env)  # fills the compilation cache
+        if not a.no_warm:
+            run_reference(kind, work / "ref" / "warm" / kind, env)  # fills the compilation cache
         durations[kind] = run_reference(kind, work / "ref" / kind, env)
         print(f"# reference {kind}: {durations[kind]:.1f} s", flush=True)
     rng = random.Random(a.seed)
@@ -302,7 +308,7 @@ def main():
     by_phase, by_kind, by_signal = collections.Counter(), collections.Counter(), collections.Counter()
     t0 = time.time()
     out = open(a.out, "a") if a.out else None  # noqa: SIM115
-    while total < a.faults and time.time() - t0 < 60 * a.max_minutes:
+    while total < a.faults and time.time() - t0 < 60 * a.max_minutes and trials < a.max_trials:
         kind = kinds[trials % len(kinds)]
         where = work / "trials" / f"{a.seed}-{trials:04d}"
         where.mkdir(parents=True)
