@@ -109,9 +109,13 @@ def _phase(kind: str, where: Path) -> str:
     return "start-up"
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as from a terminal (a background job inherits SIG_IGN)
+
+
 def launch(kind: str, where: Path, env: dict, log) -> subprocess.Popen:
     return subprocess.Popen(argv_for(kind, where), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
 
 
 def _load(wd: Path, step: int):
@@ -167,12 +171,16 @@ def check_final(kind: str, where: Path, ref: Path) -> list[str]:
     return problems
 
 
-def check_after_fault(kind: str, where: Path, rc: int, sig: str) -> list[str]:
+def check_after_fault(kind: str, where: Path, rc: int, sig: str, before: dict) -> list[str]:
+    """``before``: each workdir's status.json before this launch (a launch stopped before it took the lock
+    leaves it as it was, e.g. "running" after an earlier kill -9)."""
     from jaxvae.experiment import locks
 
     problems = []
     for wd in workdirs(kind, where):
         st = _status(wd).get("status")
+        if _status(wd) == before.get(str(wd)):
+            st = None if st in ("running", "preempted", "finished", None) else st
         if st == "failed":
             problems.append(f"{wd.name}: status failed after {sig} (rc {rc}): {_status(wd)}")
         if kind != "launcher" and rc == 3 and st not in ("preempted", "finished", None):
@@ -214,6 +222,7 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
     faults, problems = [], []
     log = open(where / "trial.log", "ab")  # noqa: SIM115
     for _ in range(rng.randint(a_min, a_max)):
+        before = {str(wd): _status(wd) for wd in workdirs(kind, where)}
         proc = launch(kind, where, env, log)
         delay = rng.uniform(0.2, duration * 1.05 + 2.0 * ("slow save" in hooks))
         sig_name = rng.choice(["SIGKILL", "SIGKILL", "SIGTERM", "SIGTERM", "SIGINT"]
@@ -252,7 +261,7 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
         while time.time() < deadline and any(_is_alive(p) for p in tree[1:] + _children(proc.pid)):
             time.sleep(0.1)
         time.sleep(0.05)
-        found = check_after_fault(kind, where, rc, sig_name)
+        found = check_after_fault(kind, where, rc, sig_name, before)
         problems += found
         faults.append({"signal": sig_name, "phase": phase, "after_s": round(delay, 2), "exit_code": rc})
     env.pop("JAXVAE_TEST_SLOW_SAVE_S", None)

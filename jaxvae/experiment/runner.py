@@ -499,9 +499,12 @@ def format_results(r: dict) -> str:
 
 @contextlib.contextmanager
 def sigterm_interrupts():
-    """SIGTERM outside the training loop (data loading, compilation, final evaluation) raises
-    KeyboardInterrupt like SIGINT, so a preempted job exits 3 ("preempted") instead of dying silently;
-    inside the loop ``_preemption_flag`` takes over (checkpoint, then exit 3)."""
+    """SIGTERM and SIGINT outside the training loop (data loading, checkpoint restore, compilation, final
+    evaluation) raise KeyboardInterrupt, so a preempted job exits 3 ("preempted") instead of dying silently;
+    inside the loop ``_preemption_flag`` takes over (checkpoint, then exit 3). SIGINT gets this handler too
+    (not Python's default one): otherwise ``asyncio.run`` inside orbax's restore installs its own, which
+    only cancels orbax's task, and an interrupt there was lost (the fault campaign found runs that
+    finished with exit 0 after a Ctrl-C)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -511,11 +514,12 @@ def sigterm_interrupts():
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def mark_interrupted(workdir: Path) -> None:
