@@ -15,7 +15,7 @@ def test_group_survives_random_faults_with_nothing_lost(run_env, tmp_path):
     p = subprocess.run([sys.executable, "benchmarks/faults.py", "--kinds", "group", "--faults", "2",
                         "--per-trial", "2,2", "--max-trials", "2", "--seed", "3", "--no-warm",
                         "--work", str(tmp_path)], cwd=ROOT, env=run_env, capture_output=True, text=True,
-                       timeout=600)
+                       timeout=1500)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     summary = json.loads(p.stdout.split("# summary ", 1)[1])
     assert summary["faults"] >= 1 and summary["trials_with_problems"] == 0, p.stdout[-3000:]
