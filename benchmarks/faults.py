@@ -210,7 +210,7 @@ def run_reference(kind: str, ref: Path, env: dict) -> float:
 
 
 def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict, duration: float,
-          a_min: int = 1, a_max: int = 3) -> dict:
+          a_min: int = 1, a_max: int = 3, max_delay: float = float("inf")) -> dict:
     env = dict(base_env)
     hooks = []
     if rng.random() < 0.3:
@@ -224,7 +224,7 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
     for _ in range(rng.randint(a_min, a_max)):
         before = {str(wd): _status(wd) for wd in workdirs(kind, where)}
         proc = launch(kind, where, env, log)
-        delay = rng.uniform(0.2, duration * 1.05 + 2.0 * ("slow save" in hooks))
+        delay = rng.uniform(0.2, min(max_delay, duration * 1.05 + 2.0 * ("slow save" in hooks)))
         sig_name = rng.choice(["SIGKILL", "SIGKILL", "SIGTERM", "SIGTERM", "SIGINT"]
                               + (["SIGKILL-run"] if kind == "launcher" else []))
         try:
@@ -293,6 +293,7 @@ def main():
     p.add_argument("--max-minutes", type=float, default=1e9)
     p.add_argument("--per-trial", default="1,3", help="min,max faults injected before a trial's last launch")
     p.add_argument("--max-trials", type=int, default=10**9)
+    p.add_argument("--max-delay", type=float, default=float("inf"), help="latest fault, seconds after a launch")
     p.add_argument("--no-warm", action="store_true",
                    help="no warm-up run before the reference (keeps $JAX_COMPILATION_CACHE_DIR when set)")
     a = p.parse_args()
@@ -322,7 +323,7 @@ def main():
         where = work / "trials" / f"{a.seed}-{trials:04d}"
         where.mkdir(parents=True)
         lo, hi = (int(x) for x in a.per_trial.split(","))
-        r = trial(kind, rng, where, work / "ref" / kind, env, durations[kind], lo, hi)
+        r = trial(kind, rng, where, work / "ref" / kind, env, durations[kind], lo, hi, a.max_delay)
         r.update(trial=trials, seed=a.seed)
         trials += 1
         total += len(r["faults"])

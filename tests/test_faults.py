@@ -13,7 +13,7 @@ from runhelpers import ROOT
 
 def test_group_survives_random_faults_with_nothing_lost(run_env, tmp_path):
     p = subprocess.run([sys.executable, "benchmarks/faults.py", "--kinds", "group", "--faults", "2",
-                        "--per-trial", "2,2", "--max-trials", "2", "--seed", "3", "--no-warm",
+                        "--per-trial", "2,2", "--max-trials", "2", "--seed", "3", "--no-warm", "--max-delay", "6",
                         "--work", str(tmp_path)], cwd=ROOT, env=run_env, capture_output=True, text=True,
                        timeout=1500)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
