@@ -7,10 +7,24 @@ or config (reported before any compute, one line per problem).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+
+def _interrupted_while_starting(signum, frame):  # noqa: ARG001
+    """SIGTERM/SIGINT before the run holds its workdir (imports, flags): nothing was written; exit 3.
+    Without it an interrupt inside an import surfaced as an ImportError traceback and exit 1."""
+    os.write(2, b"preempted: interrupted while starting (nothing was written); run the same command again\n")
+    os._exit(3)
+
+
+if __name__ == "__main__":  # before the heavy imports below; runner.sigterm_interrupts takes over later
+    for _sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(_sig, _interrupted_while_starting)
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment file (experiments/*.py).",
                                           lock_config=True)

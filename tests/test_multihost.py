@@ -90,3 +90,62 @@ def test_vectorized_group_on_two_processes_equals_one(tmp_path):
             lines = (tmp_path / name / f"m{i}" / "metrics.jsonl").read_text().splitlines()
             assert len(lines) == len(set(lines))  # only process 0 writes metrics
             assert (tmp_path / name / f"m{i}" / "samples.png").exists()
+
+
+# 2 epochs of 27 steps, 3 steps a dispatch (a resumed run compiles no other dispatch length)
+PREEMPT_ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs=2", "--config.eval.ks=(1,5)",
+                "--config.eval.images=False", "--config.train.eval_every_epochs=0", "--config.eval.max_examples=100",
+                "--config.train.steps_per_dispatch=3", "--config.train.checkpoint_every_epochs=1"]
+
+
+def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_path):
+    """SIGTERM to process 1 only of a two-process run: at the next dispatch boundary both processes agree to
+    stop, save the same step and exit 3; relaunching both resumes and finishes with the numbers of an
+    uninterrupted run (to the float32 reduction order of the batch split)."""
+    import signal
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, "-m", "jaxvae.main"]
+    wd = tmp_path / "two"
+
+    def start(slow_save=None):
+        port = _free_port()
+        extra = {"JAXVAE_TEST_SLOW_SAVE_S": slow_save} if slow_save else {}
+        return [subprocess.Popen(
+            cmd + PREEMPT_ARGS + [f"--workdir={wd}", f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+                                  "--config.parallel.num_processes=2", f"--config.parallel.process_id={i}"],
+            cwd=repo, env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in range(2)]
+
+    def status():
+        try:
+            return json.loads((wd / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    procs = start(slow_save="2.0")  # slowed commits: the signal lands well before the end (54 steps)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (status().get("step", 0) >= 2 and status().get("status") == "running"):
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [3, 3], [o[-2000:] for o in outs]
+    assert "preempted: a preemption signal on another process" in outs[0] and "preempted: signal 15" in outs[1]
+    st = status()
+    steps = sorted(int(p.name) for p in (wd / "checkpoints" / "latest").iterdir() if p.name.isdigit())
+    assert st["status"] == "preempted" and steps[-1] == st["step"] < 54, (st, steps)
+
+    procs = start()
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    assert f"resuming from checkpoint at step {st['step']}" in outs[0]
+    one = subprocess.run(cmd + PREEMPT_ARGS + [f"--workdir={tmp_path / 'one'}"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())["test"]
+    r2 = json.loads((wd / "results.json").read_text())["test"]
+    for k in r1["iwae"]:
+        assert abs(r1["iwae"][k] - r2["iwae"][k]) <= 1e-4 * abs(r1["iwae"][k]), (k, r1["iwae"][k], r2["iwae"][k])

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from jaxvae import data as data_lib
-from jaxvae.experiment import init_from, parallel
+from jaxvae.experiment import init_from, locks, parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
 from jaxvae.experiment.eval_driver import evaluate_split, weight_health_lines
@@ -86,6 +86,95 @@ def due_for_checkpoint(config, step: int, steps_per_epoch: int, total_steps: int
     every = config.train.checkpoint_every_epochs
     return step == total_steps or bool(
         every and step % steps_per_epoch == 0 and (step // steps_per_epoch) % every == 0)
+
+
+# -- the loop's shared parts (runner.train_and_evaluate and vectorized.train_group call these, so that
+# solo runs and group members cannot drift apart) ----------------------------------------------------
+def due_after(config, step: int, steps_per_epoch: int, total_steps: int) -> tuple[bool, bool]:
+    """(validate, checkpoint) after ``step``: a validation is always followed by a checkpoint."""
+    validate = due_for_validation(config, step, steps_per_epoch, total_steps)
+    return validate, validate or due_for_checkpoint(config, step, steps_per_epoch, total_steps)
+
+
+def nan_stop_message(term: str, bad_step: int, last_good: int | None, workdir: Path) -> str:
+    """The train.nan_policy=stop error: where it happened, what is kept, what to change."""
+    where = (f"the last good checkpoint is step {last_good} in {Path(workdir) / 'checkpoints'}"
+             if last_good is not None else "no checkpoint was written yet")
+    return (f"non-finite {term} at step {bad_step}; stopped without applying it ({where}). "
+            "Lower train.learning_rate, set train.grad_clip_norm, or set train.nan_policy=skip to skip such "
+            "updates")
+
+
+def save_checkpoint(ckpts: Checkpoints, workdir: Path, step: int, state, valid_bound, progress: dict,
+                    wall_s: float, train_seconds: float, trained_examples: int, valid_result) -> int:
+    """Checkpoint ``state`` at ``step`` (also as the best when ``valid_bound`` is given), then progress.json;
+    returns ``step`` (the new last good checkpoint)."""
+    ckpts.save(step, state._asdict(), valid_bound)
+    write_progress(workdir, step, progress, wall_s, train_seconds, trained_examples, valid_result)
+    return step
+
+
+def preemption_save_due(step: int, last_good: int | None, total_steps: int) -> bool:
+    """Whether a preempted loop must checkpoint ``step`` before it exits (not already saved, not the end)."""
+    return step < total_steps and step != last_good
+
+
+def stop_agreed(local: bool) -> bool:
+    """Whether any process of the run was asked to stop (checked at each dispatch boundary): a preemption
+    signal may reach one host of a multi-host run only, and then every host must checkpoint the same step
+    and exit 3. One tiny all-gather per dispatch, only when there are several processes."""
+    if jax.process_count() == 1:
+        return local
+    from jax.experimental import multihost_utils
+
+    return bool(np.max(multihost_utils.process_allgather(np.asarray([int(local)], np.int32))))
+
+
+def stop_reason(signum) -> str:
+    return f"signal {signum}" if signum is not None else "a preemption signal on another process of this run"
+
+
+def preemption(why: str, saved: str) -> Preempted:
+    """The error that ends a preempted loop (exit 3), after ``saved`` was checkpointed."""
+    return Preempted(f"{why} received: saved {saved}; run the same command again to resume")
+
+
+def next_log_step(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def log_train(writer: MetricWriter, log, step: int, total_steps: int, steps_per_epoch: int, batch_size: int,
+              metrics: dict, trained_examples: int, train_seconds: float, label: str = "",
+              rate_unit: str = "ex/s") -> None:
+    """The train metrics line (metrics.jsonl) and the log line, with examples/s and the ETA."""
+    epoch = step / steps_per_epoch
+    rate = trained_examples / max(train_seconds, 1e-9)
+    eta = (total_steps - step) * batch_size / max(rate, 1e-9)
+    writer.write(step, "train", epoch=epoch, examples_per_s=rate, **metrics)
+    shown = " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "beta")
+    log(f"{label}step {step}/{total_steps} epoch {epoch:.1f} {shown} | {rate:,.0f} {rate_unit} | "
+        f"ETA {_fmt_eta(eta)}")
+
+
+def train_results(model, config, state, steps_per_epoch: int, progress: dict, wall_s: float,
+                  trained_examples: int, train_seconds: float, **extra) -> dict:
+    """results.json's "train": this segment's time and examples plus those of earlier ones (``progress``)."""
+    seconds = progress["train_seconds"] + train_seconds
+    return {
+        "steps": int(state.step), "epochs": int(state.step) / steps_per_epoch,
+        "wall_time_s": progress["wall_time_s"] + wall_s,
+        "examples_per_s": (progress["trained_examples"] + trained_examples) / seconds if seconds else None,
+        "skipped_updates": int(state.skipped),
+        "flops_per_example": train_lib.flops_per_example(model, config.objective.k * config.objective.m),
+        **extra,
+    }
+
+
+def assemble_results(results: dict, valid_result: dict | None, train: dict) -> dict:
+    """results.json from the test evaluation (``final_results``), the last validation and ``train_results``."""
+    results["valid"] = ({"iwae": valid_result["iwae"]} if valid_result else None)
+    results["train"] = train
+    return results
 
 
 def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
@@ -221,6 +310,19 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path, allow_conf
     write_json(saved, fingerprint)
 
 
+@contextlib.contextmanager
+def workdir_locks(workdirs):
+    """Holds the exclusive lock of every workdir (``locks``: one writer per workdir) for the block, taken
+    before any file in them is written. Raises ``locks.WorkdirBusy`` (nothing written) when another process
+    holds one, RunError when a workdir cannot be created."""
+    try:
+        with locks.holding(workdirs, jax.process_index()):
+            yield
+    except locks.LockUnavailable as e:
+        raise RunError(f"workdir {workdirs[0] if len(workdirs) == 1 else 'in ' + ', '.join(map(str, workdirs))} "
+                       f"is not writable ({e.strerror}); choose another --workdir") from None
+
+
 def _diff_keys(a, b, prefix=""):
     if isinstance(a, dict) and isinstance(b, dict):
         for k in set(a) | set(b):
@@ -232,8 +334,14 @@ def _diff_keys(a, b, prefix=""):
 # -- the run ------------------------------------------------------------------------------------------
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
                        allow_config_change: bool = False, log=print) -> dict:
-    """Train, checkpoint, evaluate; returns the results dict also written to <workdir>/results.json."""
+    """Train, checkpoint, evaluate; returns the results dict also written to <workdir>/results.json.
+    Holds the workdir's lock throughout (``locks.WorkdirBusy`` when another process has it)."""
     workdir = Path(workdir)
+    with workdir_locks([workdir]):
+        return _train_and_evaluate(config, workdir, allow_config_change, log)
+
+
+def _train_and_evaluate(config, workdir: Path, allow_config_change: bool, log) -> dict:
     prepare_workdir(config, workdir, allow_config_change)
     _status(workdir, "running", 0, "loading data")
     dataset = load_data(config)
@@ -267,10 +375,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
 
     def save(step, valid_bound=None):
         nonlocal last_good
-        ckpts.save(step, state._asdict(), valid_bound)
-        last_good = step
-        write_progress(workdir, step, progress, time.time() - t_start, train_seconds, trained_examples,
-                       valid_result)
+        last_good = save_checkpoint(ckpts, workdir, step, state, valid_bound, progress, time.time() - t_start,
+                                    train_seconds, trained_examples, valid_result)
 
     log(f"{config.name}: {model.flow_name} posterior, "
         f"objective={config.objective.name} k={config.objective.k}, {len(dataset.train)} training "
@@ -278,7 +384,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     t_start = time.time()
     trained_examples = 0
     train_seconds = 0.0
-    next_log = (start_step // config.train.log_every_steps + 1) * config.train.log_every_steps
+    next_log = next_log_step(start_step, config.train.log_every_steps)
     valid_result = progress["valid"]  # the last validation of earlier segments
     try:
         with _preemption_flag() as flag:
@@ -292,37 +398,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                 bad_step = int(info.bad_step)
                 dt = time.time() - t0
                 if bad_step >= 0 and config.train.nan_policy == "stop":
-                    term = train_lib.BAD_TERMS[int(info.bad_term)]
-                    where = (f"the last good checkpoint is step {last_good} in {workdir / 'checkpoints'}"
-                             if last_good is not None else "no checkpoint was written yet")
-                    raise RunError(
-                        f"non-finite {term} at step {bad_step}; stopped without applying it ({where}). "
-                        "Lower train.learning_rate, set train.grad_clip_norm, or set "
-                        "train.nan_policy=skip to skip such updates")
+                    raise RunError(nan_stop_message(train_lib.BAD_TERMS[int(info.bad_term)], bad_step,
+                                                    last_good, workdir))
                 step = int(state.step)
                 trained_examples += n * batch_size
                 train_seconds += dt
                 epoch = step / steps_per_epoch
                 if step >= next_log or step == total_steps:
-                    rate = trained_examples / max(train_seconds, 1e-9)
-                    eta = (total_steps - step) * batch_size / max(rate, 1e-9)
-                    writer.write(step, "train", epoch=epoch, examples_per_s=rate, **metrics)
-                    shown = " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "beta")
-                    log(f"step {step}/{total_steps} epoch {epoch:.1f} {shown} | {rate:,.0f} ex/s | "
-                        f"ETA {_fmt_eta(eta)}")
-                    next_log = (step // config.train.log_every_steps + 1) * config.train.log_every_steps
+                    log_train(writer, log, step, total_steps, steps_per_epoch, batch_size, metrics,
+                              trained_examples, train_seconds)
+                    next_log = next_log_step(step, config.train.log_every_steps)
                 valid_bound = None
-                if due_for_validation(config, step, steps_per_epoch, total_steps):
+                need_valid, need_save = due_after(config, step, steps_per_epoch, total_steps)
+                if need_valid:
                     valid_result = _validate(config, model, state, dataset, mesh)
                     valid_bound = valid_result["iwae"][str(config.eval.valid_k)]
                     writer.write(step, "valid", **{f"iwae_{config.eval.valid_k}": valid_bound})
-                if valid_bound is not None or due_for_checkpoint(config, step, steps_per_epoch, total_steps):
+                if need_save:
                     save(step, valid_bound)
                 _status(workdir, "running", step, f"epoch {epoch:.1f}")
-                if flag["signal"] is not None and step < total_steps:
-                    save(step)
-                    raise Preempted(f"signal {flag['signal']} received: saved a checkpoint at step {step}; "
-                                    "run the same command again to resume")
+                if stop_agreed(flag["signal"] is not None) and step < total_steps:
+                    if preemption_save_due(step, last_good, total_steps):
+                        save(step)
+                    raise preemption(stop_reason(flag["signal"]), f"a checkpoint at step {step}")
     except Preempted as e:
         _status(workdir, "preempted", int(state.step), str(e))
         writer.close()
@@ -333,20 +431,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         writer.close()
         ckpts.close()
         raise
-    train_wall = progress["wall_time_s"] + time.time() - t_start
-    train_seconds += progress["train_seconds"]
-    trained_examples += progress["trained_examples"]
+    train = train_results(model, config, state, steps_per_epoch, progress, time.time() - t_start,
+                          trained_examples, train_seconds)
 
     _status(workdir, "running", int(state.step), "evaluating on the test set")
-    results = _final_evaluation(config, model, state, dataset, workdir, mesh)
-    results["valid"] = ({"iwae": valid_result["iwae"]} if valid_result else None)
-    results["train"] = {
-        "steps": int(state.step), "epochs": int(state.step) / steps_per_epoch,
-        "wall_time_s": train_wall,
-        "examples_per_s": trained_examples / train_seconds if train_seconds else None,
-        "skipped_updates": int(state.skipped),
-        "flops_per_example": train_lib.flops_per_example(model, config.objective.k * config.objective.m),
-    }
+    results = assemble_results(_final_evaluation(config, model, state, dataset, workdir, mesh), valid_result,
+                               train)
     write_json(workdir / "results.json", results)
     writer.log_results(results)  # MLflow / W&B: final metrics, results.json and pictures
     writer.close()
@@ -480,9 +570,12 @@ def format_results(r: dict) -> str:
 
 @contextlib.contextmanager
 def sigterm_interrupts():
-    """SIGTERM outside the training loop (data loading, compilation, final evaluation) raises
-    KeyboardInterrupt like SIGINT, so a preempted job exits 3 ("preempted") instead of dying silently;
-    inside the loop ``_preemption_flag`` takes over (checkpoint, then exit 3)."""
+    """SIGTERM and SIGINT outside the training loop (data loading, checkpoint restore, compilation, final
+    evaluation) raise KeyboardInterrupt, so a preempted job exits 3 ("preempted") instead of dying silently;
+    inside the loop ``_preemption_flag`` takes over (checkpoint, then exit 3). SIGINT gets this handler too
+    (not Python's default one): otherwise ``asyncio.run`` inside orbax's restore installs its own, which
+    only cancels orbax's task, and an interrupt there was lost (the fault campaign found runs that
+    finished with exit 0 after a Ctrl-C)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -492,11 +585,12 @@ def sigterm_interrupts():
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def mark_interrupted(workdir: Path) -> None:
@@ -511,7 +605,17 @@ def mark_interrupted(workdir: Path) -> None:
 
 
 def main_entry(config, workdir, allow_config_change=False) -> int:
-    """Runs and maps outcomes to exit codes: 0 finished, 3 preempted, 1 a clear error (no traceback)."""
+    """Runs and maps outcomes to exit codes: 0 finished, 3 preempted, 1 a clear error (no traceback).
+    The workdir's lock is taken first: a busy workdir is refused (exit 1) without touching any file."""
+    try:
+        with workdir_locks([Path(workdir)]):
+            return _main_entry(config, workdir, allow_config_change)
+    except (locks.WorkdirBusy, RunError) as e:  # only from taking the lock: nothing of the run's to mark
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _main_entry(config, workdir, allow_config_change) -> int:
     try:
         with sigterm_interrupts():
             train_and_evaluate(config, workdir, allow_config_change=allow_config_change)

@@ -252,6 +252,11 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     if len({str(Path(w).resolve()) for w in workdirs}) != len(workdirs):
         raise GroupError("two members share a workdir")
     check_group(configs)
+    with R.workdir_locks([Path(w) for w in workdirs]):  # every member's, before any file is written
+        return _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectorized_eval)
+
+
+def _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectorized_eval) -> list[dict | None]:
     base = configs[0]
     n = len(configs)
     for c, wd in zip(configs, workdirs):
@@ -304,8 +309,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
             m.step = int(state.step)
             m.writer = MetricWriter(m.workdir, resume_step=m.step, enabled=jax.process_index() == 0,
                                     config=m.config)
-            every = m.config.train.log_every_steps
-            m.next_log = (m.step // every + 1) * every
+            m.next_log = R.next_log_step(m.step, m.config.train.log_every_steps)
             states.append(state)
     except Exception as e:
         for m in members:
@@ -334,10 +338,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     t_start = time.time()
 
     def save(m, state, step, valid_bound=None):
-        m.ckpts.save(step, state._asdict(), valid_bound)
-        m.last_good = step
-        R.write_progress(m.workdir, step, m.progress, time.time() - t_start, m.train_seconds, m.trained_examples,
-                         m.valid_result)
+        m.last_good = R.save_checkpoint(m.ckpts, m.workdir, step, state, valid_bound, m.progress,
+                                        time.time() - t_start, m.train_seconds, m.trained_examples, m.valid_result)
 
     def running():
         return [m for m in members if m.state == "running" and m.step < total_steps]
@@ -358,7 +360,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                 if vectorized_eval:  # the members that validate after this dispatch, evaluated together
                     due = [m for m in members if active[m.i]
                            and not (int(info.bad_step[m.i]) >= 0 and m.config.train.nan_policy == "stop")
-                           and R.due_for_validation(m.config, int(steps[m.i]), steps_per_epoch, total_steps)]
+                           and R.due_after(m.config, int(steps[m.i]), steps_per_epoch, total_steps)[0]]
                     valid_now = _evaluate_together(model, stacked, due, _valid_spec, mesh, log, "validation")
                 for m in members:
                     if not active[m.i]:
@@ -366,12 +368,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                     c = m.config
                     bad_step = int(info.bad_step[m.i])
                     if bad_step >= 0 and c.train.nan_policy == "stop":
-                        term = train_lib.BAD_TERMS[int(info.bad_term[m.i])]
-                        where = (f"the last good checkpoint is step {m.last_good} in {m.workdir / 'checkpoints'}"
-                                 if m.last_good is not None else "no checkpoint was written yet")
-                        msg = (f"non-finite {term} at step {bad_step}; stopped without applying it ({where}). "
-                               "Lower train.learning_rate, set train.grad_clip_norm, or set "
-                               "train.nan_policy=skip to skip such updates")
+                        msg = R.nan_stop_message(train_lib.BAD_TERMS[int(info.bad_term[m.i])], bad_step,
+                                                 m.last_good, m.workdir)
                         m.state, m.error = "failed", msg
                         m.step = int(steps[m.i])
                         R._status(m.workdir, "failed", m.step, f"RunError: {msg}")
@@ -383,19 +381,14 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                     m.trained_examples += num * batch_size
                     m.train_seconds += dt
                     epoch = step / steps_per_epoch
-                    every = c.train.log_every_steps
                     if step >= m.next_log or step == total_steps:
-                        rate = m.trained_examples / max(m.train_seconds, 1e-9)
-                        eta = (total_steps - step) * batch_size / max(rate, 1e-9)
-                        m.writer.write(step, "train", epoch=epoch, examples_per_s=rate, **metrics)
-                        shown = " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "beta")
-                        log(f"{m.label} step {step}/{total_steps} epoch {epoch:.1f} {shown} | {rate:,.0f} ex/s "
-                            f"per run | ETA {R._fmt_eta(eta)}")
-                        m.next_log = (step // every + 1) * every
+                        R.log_train(m.writer, log, step, total_steps, steps_per_epoch, batch_size, metrics,
+                                    m.trained_examples, m.train_seconds, label=f"{m.label} ",
+                                    rate_unit="ex/s per run")
+                        m.next_log = R.next_log_step(step, c.train.log_every_steps)
                     valid_bound = None
-                    need_valid = R.due_for_validation(c, step, steps_per_epoch, total_steps)
-                    need_save = need_valid or R.due_for_checkpoint(c, step, steps_per_epoch, total_steps)
-                    if need_valid or need_save:
+                    need_valid, need_save = R.due_after(c, step, steps_per_epoch, total_steps)
+                    if need_save:
                         state = _member(stacked, m.i, mesh)
                         if need_valid:
                             m.valid_result = (valid_now[m.i] if m.i in valid_now
@@ -404,16 +397,16 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                             m.writer.write(step, "valid", **{f"iwae_{c.eval.valid_k}": valid_bound})
                         save(m, state, step, valid_bound)
                     R._status(m.workdir, "running", step, f"epoch {epoch:.1f} (vectorized group of {n})")
-                stop = flag["signal"] is not None or (stop_hook is not None and stop_hook(lag + num))
+                stop = R.stop_agreed(flag["signal"] is not None or (stop_hook is not None and stop_hook(lag + num)))
                 if stop and running():
                     for m in members:
                         if m.state == "running":
-                            if m.step < total_steps and m.step != m.last_good:
+                            if R.preemption_save_due(m.step, m.last_good, total_steps):
                                 save(m, _member(stacked, m.i, mesh), m.step)
                             m.state = "preempted"
-                    why = f"signal {flag['signal']}" if flag["signal"] is not None else "stop requested"
-                    raise R.Preempted(f"{why} received: saved a checkpoint of every unfinished member; run "
-                                      "the same command again to resume")
+                    why = ("stop requested" if flag["signal"] is None and stop_hook is not None
+                           else R.stop_reason(flag["signal"]))
+                    raise R.preemption(why, "a checkpoint of every unfinished member")
     except R.Preempted as e:
         for m in members:
             if m.state == "preempted":
@@ -449,19 +442,11 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
         state = _member(stacked, m.i, mesh)
         try:
             R._status(m.workdir, "running", m.step, "evaluating on the test set")
-            r = (R.final_results(c, model, state.params, m.dataset, m.workdir, tests[m.i]) if m.i in tests
-                 else R._final_evaluation(c, model, state, m.dataset, m.workdir, mesh))
-            r["valid"] = ({"iwae": m.valid_result["iwae"]} if m.valid_result else None)
-            r["train"] = {
-                "steps": int(state.step), "epochs": int(state.step) / steps_per_epoch,
-                "wall_time_s": m.progress["wall_time_s"] + train_wall,
-                "examples_per_s": ((m.progress["trained_examples"] + m.trained_examples)
-                                   / (m.progress["train_seconds"] + m.train_seconds)
-                                   if m.progress["train_seconds"] + m.train_seconds else None),
-                "skipped_updates": int(state.skipped),
-                "flops_per_example": train_lib.flops_per_example(model, c.objective.k),
-                "vectorized_group": n,
-            }
+            r = R.assemble_results(
+                R.final_results(c, model, state.params, m.dataset, m.workdir, tests[m.i]) if m.i in tests
+                else R._final_evaluation(c, model, state, m.dataset, m.workdir, mesh), m.valid_result,
+                R.train_results(model, c, state, steps_per_epoch, m.progress, train_wall, m.trained_examples,
+                                m.train_seconds, vectorized_group=n))
             R.write_json(m.workdir / "results.json", r)
             m.writer.log_results(r)  # MLflow / W&B: final metrics, results.json and pictures
             R._status(m.workdir, "finished", int(state.step), "results.json written")
@@ -499,6 +484,15 @@ def main_entry(config, workdirs: Sequence[str], overrides: Sequence[dict] | None
     except (ConfigError, GroupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        with R.workdir_locks([Path(w) for w in workdirs]):
+            return _main_entry(configs, workdirs, allow_config_change)
+    except (R.locks.WorkdirBusy, R.RunError) as e:  # only from taking the locks: nothing to mark
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _main_entry(configs, workdirs, allow_config_change) -> int:
     try:
         with R.sigterm_interrupts():
             results = train_group(configs, workdirs, allow_config_change=allow_config_change)

@@ -1,5 +1,11 @@
 """Running a sweep's jobs on this machine: ``--parallel N`` processes, one GPU (or CPU slot) each, logs
-and ``launch.json`` per run, a summary of failures."""
+and ``launch.json`` per run, a summary of failures.
+
+Several launchers may work on one root at once (two terminals, several Slurm jobs): before a job starts,
+the launcher takes its runs' workdir locks (``jaxvae.experiment.locks``) and hands them to the run's
+process; a job whose lock another process holds is skipped ("held by another launcher") and the next free
+one taken, so every run is trained once and N launchers share the work.
+"""
 
 
 from __future__ import annotations
@@ -49,10 +55,11 @@ def visible_gpus() -> list[str]:
 @dataclasses.dataclass
 class Outcome:
     job: Job
-    state: str  # finished | skipped | failed | preempted | not started
+    state: str  # finished | skipped | failed | preempted | not started | held (by another launcher)
     exit_code: int | None = None
     seconds: float = 0.0
     device: str | None = None
+    note: str = ""  # held: who holds it
 
 
 def _now() -> str:
@@ -104,12 +111,47 @@ class _Launcher:
                 load[dev] += 1
         return min(self.gpus, key=lambda g: (load[g], self.gpus.index(g)))
 
-    def _start(self, i: int, job: Job) -> None:
+    def _lock(self, i: int, job: Job) -> list | None:
+        """The job's workdir locks, taken before anything is written there; None (outcome recorded) when
+        another process holds one, or when the job turns out finished (by another launcher) once locked."""
+        from jaxvae.experiment import locks  # noqa: PLC0415 - keep this module import-light
+
+        taken = []
+        try:
+            for r in job.runs:
+                if not _is_url(r.workdir):
+                    taken.append(locks.acquire(r.workdir, wait_s=0))
+        except locks.WorkdirBusy:
+            for lock in taken:
+                lock.release()
+            owner = locks.owner_of(job.runs[len(taken)].workdir)
+            self.outcomes[i] = Outcome(job, "held", note=owner)
+            print(f"[{i + 1}/{len(self.jobs)}] held   {job.name} (by {owner})", flush=True)
+            return None
+        except OSError:  # the workdir cannot be created: the run itself reports it
+            for lock in taken:
+                lock.release()
+            return []
+        if self.skip_finished and all(is_finished(r.workdir) for r in job.runs):
+            for lock in taken:
+                lock.release()
+            self.outcomes[i] = Outcome(job, "skipped")
+            print(f"[{i + 1}/{len(self.jobs)}] skip   {job.name} (finished by another launcher)", flush=True)
+            return None
+        return taken
+
+    def _start(self, i: int, job: Job, held: list | None = None) -> None:
+        from jaxvae.experiment import locks  # noqa: PLC0415
+
+        for lock in [lock for lock in held or [] if lock.fallback]:  # a lock file names its process: the
+            lock.release()  # run takes it itself (a short window in which another launcher could)
+        held = [lock for lock in held or [] if not lock.fallback]
         for r in job.runs:
             if not _is_url(r.workdir):
                 os.makedirs(r.workdir, exist_ok=True)
         os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
         env = dict(os.environ)
+        env[locks.FDS_ENV] = json.dumps({str(lock.workdir.resolve()): lock.fd for lock in held})
         dev = self._pick_device()
         if dev is not None:
             env["CUDA_VISIBLE_DEVICES"] = dev
@@ -128,8 +170,10 @@ class _Launcher:
                   f"{'' if cores is None else ' cpus=' + ','.join(map(str, cores))}: {cmd}\n".encode())
         log.flush()
         proc = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True,
+                                env=env, start_new_session=True, pass_fds=[lock.fd for lock in held],
                                 preexec_fn=None if cores is None else (lambda: os.sched_setaffinity(0, cores)))
+        for lock in held:  # the child holds them now (the same open file descriptions)
+            lock.release()
         start = time.time()
         _write_json(job.launch_path,
                     {"command": cmd, "argv": job.argv, "start": _now(), "end": None, "exit_code": None,
@@ -146,15 +190,19 @@ class _Launcher:
         info = _read_json(job.launch_path) or {}
         info.update(end=_now(), exit_code=rc, seconds=round(secs, 1))
         _write_json(job.launch_path, info)
+        if rc is not None and rc < 0:
+            _mark_killed(job, -rc)
         if rc == 0:
             state = "finished"
+        elif rc == 1 and _refused_as_busy(job.log_path):
+            state = "held"
         elif rc == EXIT_PREEMPTED or (self.stop and rc in (-signal.SIGTERM, 128 + signal.SIGTERM)):
             state = "preempted"
         else:
             state = "failed"
         self.outcomes[i] = Outcome(job, state, rc, secs, dev)
-        msg = {"finished": "done  ", "preempted": "PREEMPTED", "failed": "FAILED"}[state]
-        tail = "" if state == "finished" else f" (exit {rc}; log: {job.log_path})"
+        msg = {"finished": "done  ", "preempted": "PREEMPTED", "failed": "FAILED", "held": "held  "}[state]
+        tail = {"finished": "", "held": " (held by another launcher)"}.get(state, f" (exit {rc}; log: {job.log_path})")
         print(f"[{i + 1}/{len(self.jobs)}] {msg} {job.name} in {secs:.1f}s{tail}", flush=True)
 
     def run(self) -> list[Outcome]:
@@ -171,7 +219,9 @@ class _Launcher:
             while pending or self.running:
                 while pending and not self.stop and len(self.running) < self.parallel:
                     i = pending.pop()
-                    self._start(i, self.jobs[i])
+                    held = self._lock(i, self.jobs[i])
+                    if held is not None:
+                        self._start(i, self.jobs[i], held)
                 for i in list(self.running):
                     rc = self.running[i][0].poll()
                     if rc is not None:
@@ -186,6 +236,42 @@ class _Launcher:
             for s, h in old.items():
                 signal.signal(s, h)
         return [self.outcomes[i] for i in range(len(self.jobs))]
+
+
+def _mark_killed(job: Job, signum: int) -> None:
+    """A run killed by a signal (kill -9, out of memory) could not say so: its status.json still reads
+    "running". The launcher corrects it to "preempted" (it resumes from its last checkpoint), under the
+    workdir's lock so that it never touches a workdir another process has taken since."""
+    from jaxvae.experiment import locks  # noqa: PLC0415
+
+    for r in job.runs:
+        path = os.path.join(r.workdir, "status.json")
+        if _is_url(r.workdir) or (_read_json(path) or {}).get("status") != "running":
+            continue
+        try:
+            lock = locks.acquire(r.workdir, wait_s=0)
+        except (locks.WorkdirBusy, OSError):
+            continue
+        try:
+            st = _read_json(path) or {}
+            if st.get("status") == "running":
+                _write_json(path, {"status": "preempted", "step": st.get("step", 0),
+                                   "message": f"killed by signal {signum} (the run could not save); run again "
+                                              "to resume from its last checkpoint"})
+        finally:
+            lock.release()
+
+
+def _refused_as_busy(log_path: str) -> bool:
+    """Whether the run's last launch ended refused by a workdir lock (runner: "is in use by")."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(log_path) - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    last = tail.rsplit("\n=== ", 1)[-1]
+    return "error: workdir" in last and " is in use by " in last
 
 
 def cpu_slots(parallel: int) -> list[list[int]]:
@@ -208,7 +294,7 @@ def per_run_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
     a member that hit a NaN failed while the others finished, whatever the process's exit code."""
     out = []
     for o in outcomes:
-        if len(o.job.runs) == 1 or o.state in ("skipped", "not started"):
+        if len(o.job.runs) == 1 or o.state in ("skipped", "not started", "held"):
             out.append(o)
             continue
         log_dir = o.job.log_dir or o.job.runs[0].workdir
@@ -227,17 +313,19 @@ def print_summary(outcomes: Sequence[Outcome], file=None) -> None:
         by_state.setdefault(o.state, []).append(o)
     counts = ", ".join(f"{len(v)} {k}" for k, v in by_state.items())
     print(f"\nSweep summary: {len(outcomes)} runs: {counts}", file=file)
-    for state in ("finished", "skipped", "preempted", "not started", "failed"):
+    for state in ("finished", "skipped", "held", "preempted", "not started", "failed"):
         items = by_state.get(state, [])
         if not items:
             continue
-        print(f"  {state}:", file=file)
+        print(f"  {'held by another launcher' if state == 'held' else state}:", file=file)
         for o in items:
             extra = ""
             if state in ("failed", "preempted"):
                 extra = f"  exit code {o.exit_code}, log: {o.job.log_path}"
             elif state == "finished":
                 extra = f"  ({o.seconds:.1f}s)"
+            elif state == "held" and o.note:
+                extra = f"  ({o.note})"
             for r in o.job.runs:
                 print(f"    {r.workdir}{extra}", file=file)
     file.flush()
