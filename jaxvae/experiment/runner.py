@@ -24,7 +24,7 @@ from jaxvae import data as data_lib
 from jaxvae.experiment import parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
-from jaxvae.experiment.eval_driver import evaluate_split
+from jaxvae.experiment.eval_driver import evaluate_sandwich, evaluate_split
 from jaxvae.vae.evaluation import linear_gaussian_log_px
 from jaxvae.experiment.metrics import MetricWriter
 from jaxvae.vae.model import VAE
@@ -362,6 +362,8 @@ def final_results(config, model, params, dataset, workdir: Path, test: dict) -> 
     test["exact_log_px"] = None
     if is_linear_gaussian(model):
         test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, params, jnp.asarray(x))))
+    test.update(evaluate_sandwich(model, params, x, jax.random.key(config.seed + 4), config.eval,
+                                  binarize=config.data.binarize, seed=config.seed + 2))  # eval.ais/bdmc/gaps
     eval_seconds = test.pop("seconds")
     pictures = []
     if config.eval.images and jax.process_index() == 0:

@@ -16,6 +16,9 @@ CHOICES = {
     "model.decoder_output_act": ("identity", "sigmoid", "tanh", "softplus"),
     "train.schedule": ("constant", "iwae"),
     "train.nan_policy": ("stop", "skip"),
+    "eval.ais.init": ("encoder", "prior"),
+    "eval.ais.schedule": ("sigmoid", "linear"),
+    "eval.bdmc.init": ("prior", "encoder"),
 }
 DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
 
@@ -33,9 +36,16 @@ MINIMUM = {
     "train.adam_eps": (0, True), "train.adam_b1": (0, False), "train.adam_b2": (0, False),
     "parallel.num_devices": (0, False), "parallel.num_processes": (1, False), "parallel.process_id": (0, False),
     "parallel.member_shards": (0, False),
+    "eval.ais.examples": (0, False), "eval.ais.num_steps": (1, False), "eval.ais.chains": (1, False),
+    "eval.ais.leapfrog_steps": (1, False), "eval.ais.step_size": (0, True), "eval.ais.target_accept": (0, True),
+    "eval.ais.adapt_rate": (0, False), "eval.ais.batch_size": (1, False), "eval.bdmc.examples": (0, False),
+    "eval.bdmc.num_steps": (1, False), "eval.bdmc.chains": (1, False), "eval.gaps.examples": (0, False),
+    "eval.gaps.samples": (1, False), "eval.gaps.eval_samples": (1, False), "eval.gaps.learning_rate": (0, True),
+    "eval.gaps.max_steps": (1, False), "eval.gaps.check_every": (1, False), "eval.gaps.tol": (0, False),
+    "eval.gaps.batch_size": (1, False),
 }
 # field -> (highest allowed, exclusive?)
-MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True)}
+MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True), "eval.ais.target_accept": (1, True)}
 
 
 class ConfigError(ValueError):
@@ -117,6 +127,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if obj in ("elbo_stl", "iwae_dreg") and flow != "none" and given.get("model.flow_length", 0) > 0:
         problems.append(f"objective.name={obj!r} needs a Gaussian posterior; set model.flow='none' "
                         "or use objective.name='elbo' or 'iwae' with flows")
+    if (given.get("eval.bdmc.init") == "encoder" and given.get("eval.bdmc.examples", 0) > 0
+            and given.get("model.flow") != "none" and given.get("model.flow_length", 0) > 0):
+        problems.append("eval.bdmc.init='encoder' needs a Gaussian posterior (reverse AIS would need the "
+                        "flow's inverse); use eval.bdmc.init='prior' with flows")
     if problems:
         raise ConfigError(_invalid(problems))
 
