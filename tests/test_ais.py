@@ -146,3 +146,28 @@ def test_bad_sandwich_config_is_one_clear_line(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         validate_config(c)
     assert isinstance(c.eval.ais, ml_collections.ConfigDict) and base_config().eval.ais.examples == 0
+
+
+def test_report_plots_the_sandwich_and_the_gaps(tmp_path):
+    """Runs whose results.json has test.ais / test.bdmc / test.gaps get the sandwich plot, the stacked gap
+    bar and the table columns; runs without them get neither."""
+    from test_report import PNG_MAGIC, _results, _write_run
+
+    from jaxvae.sweeps import report
+
+    iw = {"1": -114.2, "5": -111.5, "50": -110.0, "5000": -108.9}
+    r = _results("elbo", 1, 0, -114.2, iw, 108.9)
+    r["test"]["ais"] = {"examples": 100, "num_steps": 100, "chains": 4, "leapfrog_steps": 10, "init": "encoder",
+                        "log_px": -108.5, "log_px_stderr": 0.1, "iwae_k": 5000, "iwae": -108.8}
+    r["test"]["bdmc"] = {"examples": 20, "num_steps": 100, "chains": 4, "init": "prior", "lower": -101.0,
+                         "upper": -99.5, "width": 1.5, "iwae_k": 5000, "iwae": -101.2}
+    r["test"]["gaps"] = {"examples": 100, "log_px_estimator": "ais_T100", "approximation_gap": 1.2,
+                         "amortization_gap": 3.4, "approximation_gap_stderr": 0.1, "amortization_gap_stderr": 0.2}
+    _write_run(tmp_path / "with", "vae", r)
+    md = report.write_report(str(tmp_path / "with"), verbose=False)
+    for name in ("report_sandwich.png", "report_gaps.png"):
+        assert (tmp_path / "with" / name).read_bytes()[:8] == PNG_MAGIC
+    assert "AIS log p(x)" in md and "BDMC width" in md and "amort. gap" in md and "| 3.40 |" in md
+    _write_run(tmp_path / "without", "vae", _results("elbo", 1, 0, -114.2, iw, 108.9))
+    md = report.write_report(str(tmp_path / "without"), verbose=False)
+    assert not (tmp_path / "without" / "report_sandwich.png").exists() and "AIS log p(x)" not in md
