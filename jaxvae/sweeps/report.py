@@ -721,7 +721,7 @@ def plot_sandwich(runs: Sequence[RunRecord], path: str) -> bool:
     if not runs:
         return False
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 5.2), squeeze=False)
     others = other_fields(runs)
     for ax, run in zip(axes[0], runs):
         b = iwae_bounds(run.results)
@@ -749,7 +749,7 @@ def plot_sandwich(runs: Sequence[RunRecord], path: str) -> bool:
         ax.set_ylabel("log p(x) estimate (nats)")
         ax.set_title(_group_label(run, others), fontsize=9)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
