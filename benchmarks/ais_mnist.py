@@ -44,6 +44,25 @@ def timed(fn, *args):
     return out, time.time() - t0
 
 
+def ais_vs_iwae(a, model, params, x_all, iw, key, hmc, rec):
+    t0 = time.time()
+    iwae = np.concatenate([np.asarray(iw(model, params, jnp.asarray(x_all[i:i + a.batch]), jax.random.fold_in(key, i),
+                                         a.iwae_k, 100)) for i in range(0, len(x_all), a.batch)])
+    t_iwae = time.time() - t0
+    t0 = time.time()
+    r = A.ais_dataset(model, params, x_all, jax.random.key(2), batch_size=a.batch, num_steps=a.ais_steps, **hmc)
+    t_ais = time.time() - t0
+    d = r["log_px"] - iwae
+    rec["ais"] = {"num_steps": a.ais_steps, "chains": a.chains, "log_px": float(r["log_px"].mean()),
+                  "iwae": float(iwae.mean()), "ais_minus_iwae": float(d.mean()),
+                  "ais_minus_iwae_stderr": float(d.std(ddof=1) / np.sqrt(len(d))),
+                  "acceptance": float(r["acceptance"].mean()), "step_size": float(np.median(r["step_size"])),
+                  "seconds": t_ais, "seconds_iwae": t_iwae}
+    print(json.dumps(rec["ais"]), flush=True)
+
+    return r, iwae
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("workdir", type=Path)
@@ -58,6 +77,8 @@ def main():
     ap.add_argument("--cost-examples", type=int, default=10)
     ap.add_argument("--bdmc-examples", type=int, default=20)
     ap.add_argument("--bdmc-steps", type=int, default=100)
+    ap.add_argument("--bdmc-init", default="prior", choices=["prior", "encoder"])
+    ap.add_argument("--only-bdmc", action="store_true", help="skip the cost, AIS and gap measurements")
     ap.add_argument("--gaps-examples", type=int, default=100)
     ap.add_argument("--gaps-max-steps", type=int, default=1000)
     ap.add_argument("--out", type=Path, required=True)
@@ -74,44 +95,35 @@ def main():
     iw = jax.jit(iwae_bound_chunked, static_argnums=(0, 4, 5))
     hmc = dict(num_chains=a.chains, leapfrog_steps=a.leapfrog)
 
+    if a.only_bdmc:
+        a.cost_steps, a.examples, a.gaps_examples = [], 0, 0
     # cost per example (after compilation), on --cost-examples images
     xc = jnp.asarray(x_all[: a.cost_examples])
-    timed(iw, model, params, xc, key, a.iwae_k, 100)
-    _, t_iw = timed(iw, model, params, xc, jax.random.key(1), a.iwae_k, 100)
-    cost = {"iwae_k": a.iwae_k, "iwae_s_per_example": t_iw / len(xc)}
-    timed(lambda: A.ais(model, params, xc, key, num_steps=2, **hmc).log_px)
-    for t in a.cost_steps:
-        _, s = timed(lambda: A.ais(model, params, xc, key, num_steps=t, **hmc).log_px)
-        cost[f"ais_T{t}_s_per_example"] = s / len(xc)
-        cost[f"ais_T{t}_over_iwae"] = s / t_iw
-    rec["cost"] = cost
-    print(json.dumps(cost), flush=True)
+    if a.cost_steps:
+        timed(iw, model, params, xc, key, a.iwae_k, 100)
+        _, t_iw = timed(iw, model, params, xc, jax.random.key(1), a.iwae_k, 100)
+        cost = {"iwae_k": a.iwae_k, "iwae_s_per_example": t_iw / len(xc)}
+        timed(lambda: A.ais(model, params, xc, key, num_steps=2, **hmc).log_px)
+        for t in a.cost_steps:
+            _, s = timed(lambda: A.ais(model, params, xc, key, num_steps=t, **hmc).log_px)
+            cost[f"ais_T{t}_s_per_example"] = s / len(xc)
+            cost[f"ais_T{t}_over_iwae"] = s / t_iw
+        rec["cost"] = cost
+        print(json.dumps(cost), flush=True)
 
     # IWAE_K vs AIS on the same test images
-    t0 = time.time()
-    iwae = np.concatenate([np.asarray(iw(model, params, jnp.asarray(x_all[i:i + a.batch]), jax.random.fold_in(key, i),
-                                         a.iwae_k, 100)) for i in range(0, len(x_all), a.batch)])
-    t_iwae = time.time() - t0
-    t0 = time.time()
-    r = A.ais_dataset(model, params, x_all, jax.random.key(2), batch_size=a.batch, num_steps=a.ais_steps, **hmc)
-    t_ais = time.time() - t0
-    d = r["log_px"] - iwae
-    rec["ais"] = {"num_steps": a.ais_steps, "chains": a.chains, "log_px": float(r["log_px"].mean()),
-                  "iwae": float(iwae.mean()), "ais_minus_iwae": float(d.mean()),
-                  "ais_minus_iwae_stderr": float(d.std(ddof=1) / np.sqrt(len(d))),
-                  "acceptance": float(r["acceptance"].mean()), "step_size": float(np.median(r["step_size"])),
-                  "seconds": t_ais, "seconds_iwae": t_iwae}
-    print(json.dumps(rec["ais"]), flush=True)
+    if a.examples:
+        r, iwae = ais_vs_iwae(a, model, params, x_all, iw, key, hmc, rec)
 
     # BDMC on simulated examples
     if a.bdmc_examples:
         t0 = time.time()
         b = A.bdmc(model, params, jax.random.key(3), a.bdmc_examples, batch_size=a.batch, num_steps=a.bdmc_steps,
-                   init="prior", **hmc)
+                   init=a.bdmc_init, **hmc)
         lo, up = b["lower"]["log_px"], b["upper"]["log_px"]
         iw_sim = np.asarray(iw(model, params, jnp.asarray(b["x"], jnp.float32), jax.random.key(4), a.iwae_k, 100))
         w = up - lo
-        rec["bdmc"] = {"examples": a.bdmc_examples, "num_steps": a.bdmc_steps, "chains": a.chains, "init": "prior",
+        rec["bdmc"] = {"examples": a.bdmc_examples, "num_steps": a.bdmc_steps, "chains": a.chains, "init": a.bdmc_init,
                        "lower": float(lo.mean()), "upper": float(up.mean()), "width": float(w.mean()),
                        "width_stderr": float(w.std(ddof=1) / np.sqrt(len(w))), "iwae": float(iw_sim.mean()),
                        "iwae_inside_fraction": float(np.mean((iw_sim >= lo) & (iw_sim <= up))),
