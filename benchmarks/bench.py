@@ -496,6 +496,9 @@ def evaluate_targets(results: dict) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="batch 100 only, few steps, eval on 500 examples")
+    ap.add_argument("--tiny", action="store_true",
+                    help="seconds on a CPU: 256-matmul peak, batch 20, eval K=50 on 20 examples (keeps "
+                         "benchmarks/device_check.py from rotting; its figures mean nothing)")
     ap.add_argument("--eval-examples", type=int, default=None,
                     help="test examples for the K=5000 evaluation (default: all 10000, or 2000 and "
                          "extrapolate when the full one would take over --eval-max-seconds)")
@@ -511,17 +514,20 @@ def main(argv=None) -> dict:
     if args.device_info:
         print(json.dumps(info, indent=2))
         return {"device_info": info}
-    quick = args.quick
-    reps = args.reps or (3 if quick else 5)
-    batch_sizes = args.batch_sizes or ([100] if quick else [20, 100, 1000])
+    tiny = args.tiny
+    quick = args.quick or tiny
+    reps = args.reps or (1 if tiny else 3 if quick else 5)
+    batch_sizes = args.batch_sizes or ([20] if tiny else [100] if quick else [20, 100, 1000])
+    eval_k = 50 if tiny else 5000
     threads = num_threads()
     t_begin = time.perf_counter()
-    results: dict = {"device_info": info, "mode": "quick" if quick else "full", "targets_spec": TARGETS}
+    results: dict = {"device_info": info, "mode": "tiny" if tiny else "quick" if quick else "full",
+                     "targets_spec": TARGETS}
     say = lambda *a: print(*a, flush=True)  # noqa: E731
     say(f"{info['cpu_model']}, {threads} threads, {info['jax_devices']}, load {info['loadavg_start']}")
 
     # 1. peak
-    sizes = [1024, 2048] if quick else [1024, 2048, 4096]
+    sizes = [256] if tiny else [1024, 2048] if quick else [1024, 2048, 4096]
     start = matmul_peak(sizes, reps=3 if quick else 5)
     say(f"peak: {start['flop_per_s'] / 1e9:.1f} GFLOP/s at n={start['best_size']}")
     results["peak"] = {"start": start, "flop_per_s": start["flop_per_s"], "flop_per_cpu_s": start["flop_per_cpu_s"]}
@@ -529,30 +535,31 @@ def main(argv=None) -> dict:
     # 3. evaluation (first: its peak-RSS growth is then not masked by the training's)
     model = make_model()
     if "eval" not in args.skip:
-        n_eval = args.eval_examples or (500 if quick else 10000)
-        x_all, source = load_test_images(10000)
+        n_eval = args.eval_examples or (20 if tiny else 500 if quick else 10000)
+        x_all, source = load_test_images(100 if tiny else 10000)
         params = eval_params(model, x_all)
         rss0 = max_rss_bytes()
-        search_x = x_all[:100 if quick else 200]
-        combos = [(100, 500), (100, 100)] if quick else [(100, 500), (100, 100), (100, 1000), (500, 100)]
+        search_x = x_all[:20 if tiny else 100 if quick else 200]
+        combos = ([(10, 10)] if tiny else [(100, 500), (100, 100)] if quick
+                  else [(100, 500), (100, 100), (100, 1000), (500, 100)])
         search = []
         for b, c in combos:
-            r = bench_eval(model, params, search_x, b, c)
+            r = bench_eval(model, params, search_x, b, c, eval_k)
             say(f"eval search b={b} c={c}: {r['seconds']:.1f} s, {r['flop_per_s'] / 1e9:.1f} GFLOP/s, "
                 f"+{r['peak_rss_delta_bytes'] / 2**20:.0f} MiB")
             search.append(r)
         best = max(search, key=lambda r: r["flop_per_cpu_s"])
-        est_full = eval_flops(10000, 5000) / best["flop_per_s"]
+        est_full = eval_flops(10000, eval_k) / best["flop_per_s"]
         extrapolated = False
         if args.eval_examples is None and not quick and est_full > args.eval_max_seconds:
             n_eval, extrapolated = 2000, True
             say(f"full evaluation estimated at {est_full:.0f} s > {args.eval_max_seconds:.0f} s: "
                 f"timing {n_eval} examples and extrapolating")
         extrapolated = extrapolated or n_eval < 10000
-        main_r = bench_eval(model, params, x_all[:n_eval], best["batch_size"], best["chunk_size"])
+        main_r = bench_eval(model, params, x_all[:n_eval], best["batch_size"], best["chunk_size"], eval_k)
         say(f"eval main ({n_eval} examples): {main_r['seconds']:.1f} s")
-        floor = eval_flops(10000, 5000) / results["peak"]["flop_per_s"]
-        floor_cpu = eval_flops(10000, 5000) / results["peak"]["flop_per_cpu_s"]
+        floor = eval_flops(10000, eval_k) / results["peak"]["flop_per_s"]
+        floor_cpu = eval_flops(10000, eval_k) / results["peak"]["flop_per_cpu_s"]
         full_s = main_r["seconds"] * 10000 / n_eval
         full_cpu = main_r["cpu_seconds"] * 10000 / n_eval
         results["eval"] = {
@@ -561,7 +568,7 @@ def main(argv=None) -> dict:
             "vs_floor_cpu": full_cpu / floor_cpu,
             "max_rss_bytes": max_rss_bytes(), "max_rss_delta_bytes": max_rss_bytes() - rss0,
             "memory_analysis": eval_memory_analysis(model, params, x_all, best["batch_size"],
-                                                    best["chunk_size"], 5000),
+                                                    best["chunk_size"], eval_k),
         }
         # An executable keeps its buffers between calls, so RSS growth is clean on its first timed call
         # (the search row); the memory figure is the largest of that, the main run's and XLA's temp size.
@@ -575,8 +582,8 @@ def main(argv=None) -> dict:
     if "torch" not in args.skip and not have_torch:
         say("torch is not installed: skipping the PyTorch reference (pip install -e '.[bench]')")
     if "train" not in args.skip:
-        target = 1.5e9 if quick else 4.0e10  # matmul FLOPs per timed dispatch
-        max_examples = 5000 if quick else 50000
+        target = 2e7 if tiny else 1.5e9 if quick else 4.0e10  # matmul FLOPs per timed dispatch
+        max_examples = 200 if tiny else 5000 if quick else 50000
         results["train"] = []
         for b in batch_sizes:
             for obj, k in OBJECTIVES:
@@ -604,10 +611,10 @@ def main(argv=None) -> dict:
     results["peak"]["flop_per_cpu_s"] = max(start["flop_per_cpu_s"], end["flop_per_cpu_s"])
     if "eval" in results:  # re-derive against the final peak
         ev = results["eval"]
-        ev["floor_seconds"] = eval_flops(10000, 5000) / results["peak"]["flop_per_s"]
+        ev["floor_seconds"] = eval_flops(10000, eval_k) / results["peak"]["flop_per_s"]
         ev["vs_floor"] = ev["full_seconds"] / ev["floor_seconds"]
         ev["vs_floor_cpu"] = (ev["main"]["cpu_seconds"] * 10000 / ev["main"]["examples"]) / (
-            eval_flops(10000, 5000) / results["peak"]["flop_per_cpu_s"])
+            eval_flops(10000, eval_k) / results["peak"]["flop_per_cpu_s"])
     results["targets"] = evaluate_targets(results)
     info["loadavg_end"] = list(os.getloadavg())
     results["total_seconds"] = time.perf_counter() - t_begin

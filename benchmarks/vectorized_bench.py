@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import os
 import sys
 import time
@@ -158,16 +159,23 @@ def main():
     p.add_argument("--run-steps", type=float, default=500, help="steps of one 'run' for the runs/hour column")
     p.add_argument("--devices", type=int, default=1,
                    help="split the member axis over this many devices (on CPU: forced host devices)")
+    p.add_argument("--out", default="", help="also write the rows as JSON here")
+    p.add_argument("--peak-sizes", default="1024,2048", help="matmul sizes of the peak measurement")
     a = p.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
     print(f"# devices: {jax.devices()}", flush=True)
-    peak = matmul_peak((1024, 2048), 3)["flop_per_s"]
+    peak_sizes = tuple(int(s) for s in a.peak_sizes.split(","))
+    peak = matmul_peak(peak_sizes, 3)["flop_per_s"]
     bandwidth = stream_bandwidth()
     print(f"# matmul peak {peak / 1e9:.1f} GFLOP/s; streaming bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
     rows = []
     for obj in a.objectives.split(","):
         rows += bench(obj, sizes, a.steps, a.repeats, a.train_examples, peak, bandwidth, a.devices)
-    peak2 = matmul_peak((1024, 2048), 3)["flop_per_s"]
+    peak2 = matmul_peak(peak_sizes, 3)["flop_per_s"]
+    if a.out:
+        Path(a.out).write_text(json.dumps({"devices": [str(d) for d in jax.devices()], "peak_flop_per_s": peak,
+                                           "peak_end_flop_per_s": peak2, "bandwidth_bytes_per_s": bandwidth,
+                                           "run_steps": a.run_steps, "rows": rows}, indent=1, default=float))
     print(f"# matmul peak again at the end: {peak2 / 1e9:.1f} GFLOP/s", flush=True)
     print(f"\n| objective | N | sequential steps/s | vectorized steps/s | speedup | vectorized % of peak | "
           f"speedup ceiling | runs/h seq | runs/h vec (run = {a.run_steps:g} steps) |")

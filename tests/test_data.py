@@ -299,15 +299,15 @@ def test_images_labels_count_mismatch(tmp_path):
 
 
 def test_unknown_names_and_options(tmp_path):
-    with pytest.raises(DataError, match="unknown dataset 'cifar'; valid names: digits, toy_3x3, binarized_mnist, mnist, "
-                                        "fashion_mnist, tfds:<name>"):
+    with pytest.raises(DataError, match="unknown dataset 'cifar'; valid names: digits, toy_3x3, factors_toy, dsprites, "
+                                        "binarized_mnist, mnist, fashion_mnist, tfds:<name>"):
         D.load_dataset("cifar", data_dir=tmp_path)
     with pytest.raises(DataError, match="tfds:no_such_dataset_xyz: no such TFDS dataset"):
         D.load_dataset("tfds:no_such_dataset_xyz", data_dir=tmp_path)
     with pytest.raises(DataError, match="binarize='sometimes': expected one of none, static, dynamic"):
         D.load_dataset("digits", binarize="sometimes")
     assert issubclass(DataError, ValueError)
-    assert set(D.DATASET_NAMES[2:-1]) == set(builders.BUILDERS)  # after digits, toy_3x3
+    assert set(D.DATASET_NAMES[4:-1]) == set(builders.BUILDERS)  # after digits, toy_3x3, factors_toy, dsprites
 
 
 # ---------------------------------------------------------------- tfds:<name>

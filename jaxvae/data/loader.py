@@ -14,7 +14,7 @@ from jaxvae.data.formats import DataError
 __all__ = ["Dataset", "load_dataset", "default_data_dir", "pixel_mean", "pixel_logits", "DATASET_NAMES"]
 
 _OWN = ("binarized_mnist", "mnist", "fashion_mnist")  # jaxvae.data.builders.BUILDERS (imported lazily)
-DATASET_NAMES = ("digits", "toy_3x3", *_OWN, "tfds:<name>")
+DATASET_NAMES = ("digits", "toy_3x3", "factors_toy", "dsprites", *_OWN, "tfds:<name>")
 _BINARIZE = ("none", "static", "dynamic")
 _VALID_SPLITS = ("validation", "valid", "val")
 
@@ -32,6 +32,12 @@ class Dataset:
     train_labels: np.ndarray | None = None
     valid_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+    # Ground-truth factors of variation, (N, F) float32 per split, for data sets generated from known
+    # factors (factors_toy); column f is named factor_names[f]. None elsewhere.
+    train_factors: np.ndarray | None = None
+    valid_factors: np.ndarray | None = None
+    test_factors: np.ndarray | None = None
+    factor_names: tuple[str, ...] | None = None
 
 
 def default_data_dir() -> str:
@@ -54,10 +60,21 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
     if valid_size is not None and valid_size < 0:
         raise DataError(f"valid_size={valid_size} must be >= 0")
     data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+    factors, factor_names = (None, None, None), None
     if name == "digits":
         splits, labels, shape = _load_digits(valid_size)
     elif name == "toy_3x3":
         splits, labels, shape = _load_toy_3x3()
+    elif name == "factors_toy":
+        from jaxvae.data.factors_toy import FACTOR_NAMES, load_factors_toy
+
+        splits, factors, shape = load_factors_toy()
+        labels, factor_names = [f[:, 2].astype(np.int64) for f in factors], FACTOR_NAMES  # orientation
+    elif name == "dsprites":
+        from jaxvae.data.factors_toy import DSPRITES_FACTORS
+
+        splits, factors, shape = _load_dsprites(data_dir, download)
+        labels, factor_names = [f[:, 0].astype(np.int64) for f in factors], DSPRITES_FACTORS  # shape
     elif name in _OWN:
         splits, labels, shape = _load_own(name, data_dir, manual_dir, download, valid_size)
     elif name.startswith("tfds:") and len(name) > 5:
@@ -69,7 +86,9 @@ def load_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | No
         splits = [(rng.random(x.shape, dtype=np.float32) < x).astype(np.float32) for x in splits]
     is_binary = all(np.all((x == 0) | (x == 1)) for x in splits)
     return Dataset(*splits, image_shape=shape, name=name, is_binary=bool(is_binary),
-                   train_labels=labels[0], valid_labels=labels[1], test_labels=labels[2])
+                   train_labels=labels[0], valid_labels=labels[1], test_labels=labels[2],
+                   train_factors=factors[0], valid_factors=factors[1], test_factors=factors[2],
+                   factor_names=factor_names)
 
 
 def pixel_mean(x: np.ndarray, eps: float = 1e-3) -> np.ndarray:
@@ -113,6 +132,48 @@ def _load_toy_3x3():
     splits = [toy_dataset(seed) for seed in (0, 1, 2)]
     labels = [np.repeat(np.arange(8), len(x) // 8) for x in splits]
     return splits, labels, (3, 3, 1)
+
+
+DSPRITES_SIZES = (50000, 5000, 5000)  # a fixed random subset of dSprites' 737280 images (seed 0)
+
+
+def _load_dsprites(data_dir, download):
+    """dSprites (Matthey et al. 2017) through TFDS's ``dsprites`` builder in array_record format: a fixed
+    random subset (``DSPRITES_SIZES``) of its one split, 64x64 binary images, factors = the five
+    ``label_*`` indices (shape, scale, orientation, x, y). Preparing it needs TensorFlow (its images are
+    PNG-encoded); reading a prepared copy does not."""
+    import tensorflow_datasets as tfds
+
+    what = "dsprites"
+    try:
+        builder = tfds.builder("dsprites", data_dir=data_dir, file_format="array_record")
+    except Exception as e:
+        raise DataError(f"{what}: cannot create the TFDS builder ({type(e).__name__}: {_first_line(e)})") from e
+    if not builder.is_prepared():
+        if not download:
+            raise DataError(f"{what} is not prepared in {data_dir} and download=False; prepare it there first "
+                            "(tfds.builder('dsprites', file_format='array_record').download_and_prepare(), "
+                            "which needs TensorFlow)")
+        if importlib.util.find_spec("tensorflow") is None:
+            raise DataError(_TF_MSG.format(what=what))
+        try:
+            builder.download_and_prepare()
+        except Exception as e:
+            raise DataError(f"{what}: download_and_prepare failed ({type(e).__name__}: {_first_line(e)})") from e
+    try:
+        source = builder.as_data_source(split="train")
+        keep = np.random.default_rng(0).permutation(len(source))[:sum(DSPRITES_SIZES)]
+        items = source.__getitems__(sorted(int(i) for i in keep))
+    except Exception as e:
+        raise DataError(f"{what}: cannot read the prepared files in {data_dir} ({type(e).__name__}: "
+                        f"{_first_line(e)})") from e
+    from jaxvae.data.factors_toy import DSPRITES_FACTORS
+
+    x = np.stack([np.asarray(ex["image"]) for ex in items])
+    f = np.array([[ex[f"label_{n}"] for n in DSPRITES_FACTORS] for ex in items], np.float32)
+    x = _to_unit(x, 1 if x.max() <= 1 else 255, what)
+    cuts = np.cumsum(DSPRITES_SIZES)[:-1]
+    return np.split(x, cuts), np.split(f, cuts), (64, 64, 1)
 
 
 def _load_own(name, data_dir, manual_dir, download, valid_size):

@@ -16,7 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.imports = ()  # modules imported before the run (they may register objectives, priors, flows, ...)
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # digits | binarized_mnist | mnist | fashion_mnist | tfds:<name>
+    c.data.name = "digits"  # digits | toy_3x3 | factors_toy | dsprites | binarized_mnist | mnist | fashion_mnist | tfds:<name>
     c.data.data_dir = ""  # TFDS data dir; "" = $JAXVAE_DATA_DIR or ~/tensorflow_datasets
     c.data.manual_dir = ""  # folder holding the standard files (IDX .gz, .amat or .npz) for offline builds
     c.data.download = True  # allow downloading the standard files when manual_dir is empty
@@ -36,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.flow = "none"  # none | planar | radial | a registered flow (jaxvae.register_flow)
     c.model.flow_length = 0
     c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
+    c.model.compute_dtype = "float32"  # float32 | bfloat16: the networks' matmuls in training (parameters,
+    # optimizer, log-weights, log-mean-exp and KL stay float32; evaluation always runs in float32)
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
 
     c.objective = ml_collections.ConfigDict()
@@ -110,4 +112,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.gaps.check_every = 100  # convergence window (steps)
     c.eval.gaps.tol = 0.01  # stop when the window-mean ELBO (over the batch) improves by < tol nats
     c.eval.gaps.batch_size = 100  # examples optimised by one program
+
+    # Experiment tracking beside metrics.jsonl and TensorBoard (docs/tracking.md). Only process 0 logs.
+    c.tracking = ml_collections.ConfigDict()
+    c.tracking.mlflow = False  # log to MLflow; needs pip install 'jaxvae[mlflow]'
+    c.tracking.mlflow_tracking_uri = ""  # "" = $MLFLOW_TRACKING_URI, else the file store <workdir>/../mlruns;
+    # a path (file store), file:, sqlite:///x.db or http(s):// server URI
+    c.tracking.mlflow_experiment = ""  # MLflow experiment name; "" = config.name
+    c.tracking.wandb = False  # log to Weights & Biases; needs pip install 'jaxvae[wandb]'
+    c.tracking.wandb_project = "jaxvae"
+    c.tracking.wandb_mode = "offline"  # offline (no network; upload later with wandb sync) | online | disabled
+    c.tracking.wandb_dir = ""  # where W&B writes its wandb/ folder; "" = the workdir
     return c

@@ -148,6 +148,7 @@ def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *,
     ELBO-surgery terms (Gaussian posteriors only), num_examples, seconds.
     """
     t0 = time.time()
+    model = model.in_float32()  # bfloat16 matmuls bias the bounds (docs/mixed_precision.md)
     x = _binarize_eval(np.asarray(x, np.float32), binarize, seed)
     ks = tuple(sorted(set(int(k) for k in ks)))
     batches, mask = eval_batches(x, _eval_batch_size(len(x), batch_size, mesh))
@@ -188,6 +189,7 @@ def evaluate_members(model: VAE, stacked_params: Params, xs, keys: Sequence[jax.
     the wall time of its slice.
     """
     n_members = len(keys)
+    model = model.in_float32()  # as evaluate_split
     if len(seeds) != n_members or jax.tree_util.tree_leaves(stacked_params)[0].shape[0] != n_members:
         raise ValueError(f"{n_members} keys, {len(seeds)} seeds and "
                          f"{jax.tree_util.tree_leaves(stacked_params)[0].shape[0]} stacked parameter sets")

@@ -25,6 +25,7 @@ from jaxvae.experiment import parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
 from jaxvae.experiment.eval_driver import evaluate_sandwich, evaluate_split
+from jaxvae.experiment.factor_eval import factor_metrics, rate_distortion, sample_quality
 from jaxvae.vae.evaluation import linear_gaussian_log_px
 from jaxvae.experiment.metrics import MetricWriter
 from jaxvae.vae.model import VAE
@@ -101,7 +102,8 @@ def build_model(config: ml_collections.ConfigDict, x_dim: int) -> VAE:
         x_dim=x_dim, latent_dim=m.latent_dim, encoder_hidden=tuple(m.encoder_hidden),
         decoder_hidden=tuple(m.decoder_hidden), activation=m.activation, likelihood=m.likelihood,
         obs_variance=float(m.obs_variance), decoder_output_act=m.decoder_output_act, flow=m.flow,
-        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior)
+        flow_length=int(m.flow_length), amortized_flow=bool(m.amortized_flow), prior=m.prior,
+        compute_dtype=m.compute_dtype)
 
 
 def output_bias(config: ml_collections.ConfigDict, model: VAE, train_x: np.ndarray):
@@ -125,7 +127,21 @@ def is_linear_gaussian(model: VAE) -> bool:
 def _config_fingerprint(config: ml_collections.ConfigDict) -> dict:
     """The parts of the config a resumed run must share with the run it resumes."""
     c = config.to_dict()
-    return {k: c[k] for k in ("seed", "data", "model", "objective", "train")}
+    return {k: c[k] for k in ("seed", "imports", "data", "model", "objective", "train")}
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A saved fingerprint with fields added since it was written filled in with their defaults, so
+    that a run written by an older jaxvae still resumes."""
+    from jaxvae.experiment.configs import base_config
+
+    def merge(default, given):
+        if isinstance(default, dict) and isinstance(given, dict):
+            return {k: merge(default.get(k), given[k]) if k in default else given[k] for k in given} | {
+                k: v for k, v in default.items() if k not in given}
+        return given
+
+    return merge(json.loads(json.dumps(_config_fingerprint(base_config()))), saved)
 
 
 @contextlib.contextmanager
@@ -175,7 +191,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path, allow_conf
     saved = workdir / "config.json"
     fingerprint = _config_fingerprint(config)
     if saved.exists() and not allow_config_change:
-        old = json.loads(saved.read_text())
+        old = _with_defaults(json.loads(saved.read_text()))
         if old != json.loads(json.dumps(fingerprint)):
             diff = sorted(_diff_keys(old, json.loads(json.dumps(fingerprint))))
             raise RunError(
@@ -219,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         state = train_lib.TrainState(**restored)
         log(f"resuming from checkpoint at step {restored_step}")
     start_step = int(state.step)
-    writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0)
+    writer = MetricWriter(workdir, resume_step=start_step, enabled=jax.process_index() == 0, config=config)
     run_steps = train_lib.make_run_steps(model, config, tx, steps_per_epoch, batch_size, mesh)
     state = parallel.replicate(state, mesh)
     x_train = parallel.replicate(dataset.train, mesh)
@@ -310,6 +326,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
         "flops_per_example": train_lib.flops_per_example(model, config.objective.k),
     }
     write_json(workdir / "results.json", results)
+    writer.log_results(results)  # MLflow / W&B: final metrics, results.json and pictures
     writer.close()
     ckpts.close()
     _status(workdir, "finished", int(state.step), "results.json written")
@@ -362,9 +379,13 @@ def final_results(config, model, params, dataset, workdir: Path, test: dict) -> 
     test["exact_log_px"] = None
     if is_linear_gaussian(model):
         test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, params, jnp.asarray(x))))
-    test.update(evaluate_sandwich(model, params, x, jax.random.key(config.seed + 4), config.eval,
+    test.update(evaluate_sandwich(model, params, x, jax.random.key(config.seed + 6), config.eval,
                                   binarize=config.data.binarize, seed=config.seed + 2))  # eval.ais/bdmc/gaps
     eval_seconds = test.pop("seconds")
+    test.update(rate_distortion(test))
+    factors = _subset(dataset.test, getattr(dataset, "test_factors", None), config.eval.max_examples)[1]
+    test.update(factor_metrics(model, params, x, factors, getattr(dataset, "factor_names", None)))
+    test.update(sample_quality(model, params, jax.random.key(config.seed + 4), config.data.name))
     pictures = []
     if config.eval.images and jax.process_index() == 0:
         from jaxvae.experiment.pictures import write_pictures

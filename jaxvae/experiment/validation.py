@@ -9,18 +9,21 @@ import re
 import ml_collections
 
 from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.tracking import WANDB_MODES, config_problems
 
 CHOICES = {
     "data.binarize": ("none", "static", "dynamic"),
     "model.activation": ("tanh", "relu", "elu", "gelu", "softplus", "sigmoid", "identity"),
     "model.decoder_output_act": ("identity", "sigmoid", "tanh", "softplus"),
     "train.schedule": ("constant", "iwae"),
+    "model.compute_dtype": ("float32", "bfloat16"),
     "train.nan_policy": ("stop", "skip"),
     "eval.ais.init": ("encoder", "prior"),
     "eval.ais.schedule": ("sigmoid", "linear"),
     "eval.bdmc.init": ("prior", "encoder"),
+    "tracking.wandb_mode": WANDB_MODES,
 }
-DATASETS = ("digits", "toy_3x3", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
+DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "tfds:<name>")
 
 # field -> (lowest allowed, exclusive?) ; checked for numbers
 MINIMUM = {
@@ -131,6 +134,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             and given.get("model.flow") != "none" and given.get("model.flow_length", 0) > 0):
         problems.append("eval.bdmc.init='encoder' needs a Gaussian posterior (reverse AIS would need the "
                         "flow's inverse); use eval.bdmc.init='prior' with flows")
+    problems += config_problems(config)  # the package of each tracker turned on
     if problems:
         raise ConfigError(_invalid(problems))
 

@@ -300,7 +300,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
             m.progress = R.load_progress(m.workdir, restored_step)
             m.valid_result = m.progress["valid"]
             m.step = int(state.step)
-            m.writer = MetricWriter(m.workdir, resume_step=m.step, enabled=jax.process_index() == 0)
+            m.writer = MetricWriter(m.workdir, resume_step=m.step, enabled=jax.process_index() == 0,
+                                    config=m.config)
             every = m.config.train.log_every_steps
             m.next_log = (m.step // every + 1) * every
             states.append(state)
@@ -460,6 +461,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
                 "vectorized_group": n,
             }
             R.write_json(m.workdir / "results.json", r)
+            m.writer.log_results(r)  # MLflow / W&B: final metrics, results.json and pictures
             R._status(m.workdir, "finished", int(state.step), "results.json written")
             m.state = "finished"
             log(R.format_results(r))

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from typing import Any
 
 RUN_FILES = ("results.json", "status.json", "launch.json")
-PRUNE_DIRS = {"checkpoints", "checkpoint", "ckpt", "images", "tb", "tensorboard", "slurm", ".git"}
+PRUNE_DIRS = {"checkpoints", "checkpoint", "ckpt", "images", "tb", "tensorboard", "slurm", ".git",
+              "mlruns", "wandb"}  # tracking stores hold copies of results.json: not runs
 SEED_KEYS = {"seed"}
 
 
@@ -222,10 +223,19 @@ METRICS = [  # (csv column, markdown header, results path, decimals)
     ("approximation_gap", "approx. gap", "test.gaps.approximation_gap", 2),
     ("amortization_gap", "amort. gap", "test.gaps.amortization_gap", 2),
     ("active_units", "active units", "test.active_units", 0),
+    ("rate", "rate R", "test.rate", 2),
+    ("distortion", "distortion D", "test.distortion", 2),
     ("mutual_information", "MI", "test.mutual_information", 2),
     ("marginal_kl", "marginal KL", "test.marginal_kl", 2),
+    ("mig", "MIG", "test.disentanglement.mig", 3),
+    ("dci_disentanglement", "DCI D", "test.disentanglement.dci_disentanglement", 3),
+    ("sample_manifold_rmse", "sample RMSE", "test.sample_manifold_rmse", 4),
     ("wall_time_s", "wall time (s)", "train.wall_time_s", 1),
 ]
+
+
+# Columns left out when no run has the number (older results.json files, data without known factors).
+OPTIONAL_METRICS = {"exact_log_px", "rate", "distortion", "mig", "dci_disentanglement", "sample_manifold_rmse"}
 
 
 @dataclasses.dataclass
@@ -785,6 +795,12 @@ def plot_gaps(runs: Sequence[RunRecord], path: str) -> bool:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
+def _beta_plot(name: str):
+    """A plot of jaxvae.sweeps.beta_report (sweeps over objective.beta), imported when drawn."""
+    def plot(runs, path):
+        from jaxvae.sweeps import beta_report  # noqa: PLC0415
+        return getattr(beta_report, name)(runs, path)
+    return plot
 
 
 PLOTS = [
@@ -793,6 +809,9 @@ PLOTS = [
     ("report_nll_vs_flow_length.png", "NLL vs flow length", plot_nll_vs_flow_length),
     ("report_sandwich.png", "log p(x): IWAE_K, AIS and the BDMC sandwich", plot_sandwich),
     ("report_gaps.png", "Inference gaps (approximation + amortization)", plot_gaps),
+    ("report_rate_distortion.png", "Rate–distortion over beta", _beta_plot("plot_rate_distortion")),
+    ("report_disentanglement.png", "Disentanglement vs beta", _beta_plot("plot_disentanglement_vs_beta")),
+    ("report_traversals.png", "Latent traversals by beta", _beta_plot("plot_traversals")),
 ]
 
 

@@ -60,6 +60,7 @@ class VAE:
     flow_length: int = 0
     amortized_flow: bool = True
     prior: Any = "standard_normal"
+    compute_dtype: str = "float32"  # matmul dtype of the networks: float32 | bfloat16 (parameters stay f32)
 
     def __post_init__(self):
         self.likelihood_part, self.prior_part  # unknown names fail here, with the registry's message
@@ -98,12 +99,25 @@ class VAE:
         if self.has_flow and self.amortized_flow:
             shapes = tuple(sorted(self.flow_part.param_shapes(self.latent_dim).items()))
         return Encoder(tuple(self.encoder_hidden), self.latent_dim, self.activation, shapes,
-                       self.flow_length if shapes else 0)
+                       self.flow_length if shapes else 0, self.network_dtype)
 
     @property
     def decoder(self) -> Decoder:
         return Decoder(tuple(self.decoder_hidden), tuple(self.likelihood_part.heads(self.x_dim)),
-                       self.activation, self.decoder_output_act)
+                       self.activation, self.decoder_output_act, self.network_dtype)
+
+    @property
+    def network_dtype(self):
+        """None (float32 throughout) or the reduced matmul dtype of ``compute_dtype``."""
+        if self.compute_dtype in ("float32", None):
+            return None
+        if self.compute_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"model.compute_dtype={self.compute_dtype!r}: choose 'float32' or 'bfloat16'")
+        return jnp.dtype(self.compute_dtype)
+
+    def in_float32(self) -> "VAE":
+        """The same model with float32 matmuls (evaluation always runs in float32: docs/mixed_precision.md)."""
+        return self if self.compute_dtype == "float32" else dataclasses.replace(self, compute_dtype="float32")
 
     def init(self, key: jax.Array, output_bias: jax.Array | None = None) -> Params:
         """Fresh parameters; ``output_bias`` (e.g. the data's pixel log-odds) initialises the decoder bias."""

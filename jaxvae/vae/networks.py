@@ -7,7 +7,7 @@ flow, to the flow's parameters); the decoder maps z to the parameters of p(x|z).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,16 +31,25 @@ def activation(name: str):
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
 
 
+def _f32(x):
+    """Network outputs leave in float32 (log-densities, log-weights and KL are never computed in bf16)."""
+    return x if x is None or x.dtype == jnp.float32 else x.astype(jnp.float32)
+
+
 class MLP(nn.Module):
-    """Dense layers of the given widths, each followed by the activation."""
+    """Dense layers of the given widths, each followed by the activation.
+
+    ``dtype``: the matmul compute dtype (None = the inputs' and parameters', i.e. float32); parameters
+    stay float32 either way (mixed precision: ``model.compute_dtype``)."""
 
     hidden: Sequence[int]
     act: str = "tanh"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         for i, width in enumerate(self.hidden):
-            x = activation(self.act)(nn.Dense(width, name=f"hidden_{i}")(x))
+            x = activation(self.act)(nn.Dense(width, name=f"hidden_{i}", dtype=self.dtype)(x))
         return x
 
 
@@ -56,18 +65,20 @@ class Encoder(nn.Module):
     act: str = "tanh"
     flow_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     flow_length: int = 0
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        h = MLP(self.hidden, self.act, name="mlp")(x)
-        out = nn.Dense(2 * self.latent_dim, name="head")(h)
+        h = MLP(self.hidden, self.act, name="mlp", dtype=self.dtype)(x)
+        out = _f32(nn.Dense(2 * self.latent_dim, name="head", dtype=self.dtype)(h))
         mu, logvar = jnp.split(out, 2, axis=-1)
         flow_params = None
         if self.flow_shapes and self.flow_length:
             flow_params = {}
             for name, shape in self.flow_shapes:
                 size = self.flow_length * math.prod(shape)
-                raw = nn.Dense(size, name=f"flow_{name}", kernel_init=nn.initializers.normal(1e-3))(h)
+                raw = _f32(nn.Dense(size, name=f"flow_{name}", kernel_init=nn.initializers.normal(1e-3),
+                                    dtype=self.dtype)(h))
                 raw = raw.reshape(raw.shape[:-1] + (self.flow_length,) + tuple(shape))
                 flow_params[name] = jnp.moveaxis(raw, -1 - len(shape), 0)
         return mu, logvar, flow_params
@@ -85,13 +96,14 @@ class Decoder(nn.Module):
     heads: tuple[tuple[str, int, bool], ...]
     act: str = "tanh"
     output_act: str = "identity"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, z):
-        h = MLP(self.hidden, self.act, name="mlp")(z)
+        h = MLP(self.hidden, self.act, name="mlp", dtype=self.dtype)(z)
         outs = []
         for i, (name, width, zero_init) in enumerate(self.heads):
             init = nn.initializers.zeros if zero_init else nn.linear.default_kernel_init
-            y = nn.Dense(width, name=name, kernel_init=init)(h)
+            y = _f32(nn.Dense(width, name=name, kernel_init=init, dtype=self.dtype)(h))
             outs.append(activation(self.output_act)(y) if i == 0 else y)
         return outs[0] if len(outs) == 1 else tuple(outs)

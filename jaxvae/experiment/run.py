@@ -1,0 +1,231 @@
+"""A finished (or checkpointed) run, loaded for a notebook: ``jaxvae.load_run(workdir)``.
+
+    run = jaxvae.load_run("runs/quickstart/name=iwae,objective.k=5")
+    x = run.test_data()                      # the test examples the run was evaluated on
+    post = run.encode(x[:8])                 # q(z|x): mu, logvar (, flow parameters)
+    imgs = run.sample(16)                    # E[x|z], z ~ p(z)
+    rec = run.reconstruct(x[:8])             # E[x|z] at the posterior mean
+    run.bounds(x[:100], ks=(1, 50))          # test ELBO, IWAE_K, active units, ...
+    run.log_likelihood(x[:10], k=5000)       # per-example log p(x) estimates (IWAE_5000)
+    run.evaluate()                           # results.json's "test" numbers, recomputed (same key)
+
+Everything runs through the same pure functions as training and evaluation (``jaxvae.vae``); the
+parameters are a plain pytree (``run.params``) and the model a hashable ``VAE`` (``run.model``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+__all__ = ["Run", "load_run", "RunNotFound"]
+
+
+class RunNotFound(ValueError):
+    """The folder is not a jaxvae run, or it holds no checkpoint of the kind asked for."""
+
+
+@dataclasses.dataclass
+class Run:
+    """A run's config, model and parameters, with the operations a notebook needs."""
+
+    workdir: Path
+    config: ml_collections.ConfigDict
+    model: Any
+    params: Any
+    step: int
+    checkpoint: str
+    _dataset: Any = None
+
+    # -- data ----------------------------------------------------------------------------------------
+    @property
+    def dataset(self):
+        """The run's dataset (loaded once, as the run loaded it: same splits, same static binarization)."""
+        if self._dataset is None:
+            from jaxvae.experiment.runner import load_data
+
+            self._dataset = load_data(self.config)
+        return self._dataset
+
+    def test_data(self) -> np.ndarray:
+        """The test examples the run's final evaluation used (eval.max_examples subset included)."""
+        from jaxvae.experiment.runner import final_eval_spec
+
+        x, _, _, _ = final_eval_spec(self.config, self.dataset)
+        return x
+
+    # -- the model -----------------------------------------------------------------------------------
+    def encode(self, x):
+        """q(z|x) for a batch: a Posterior(mu, logvar, flow_params)."""
+        return _jit(_encode, self.model)(self.params, jnp.asarray(x, jnp.float32))
+
+    def sample(self, num: int, key: jax.Array | int = 0) -> np.ndarray:
+        """``num`` images E[x|z] for z ~ p(z), shape (num, x_dim)."""
+        key = jax.random.key(key) if isinstance(key, int) else key
+        z = self.model.sample_prior(self.params, key, num)
+        return np.asarray(_jit(_mean_image, self.model)(self.params, z))
+
+    def reconstruct(self, x, key: jax.Array | int | None = None) -> np.ndarray:
+        """E[x|z] at the posterior mean (the flow applied to it), or at a posterior sample with ``key``."""
+        x = jnp.asarray(x, jnp.float32)
+        if key is None:
+            return np.asarray(_jit(_reconstruct_mean, self.model)(self.params, x))
+        key = jax.random.key(key) if isinstance(key, int) else key
+        return np.asarray(_jit(_reconstruct_sample, self.model)(self.params, x, key))
+
+    # -- bounds --------------------------------------------------------------------------------------
+    def bounds(self, x, ks: Sequence[int] = (1, 5, 50), key: jax.Array | int = 0, *, surgery: bool = False,
+               binarize: str = "none") -> dict:
+        """Mean test ELBO, IWAE_K for each K, NLL (at the largest K), active units over ``x``, exactly as
+        the run's evaluation computes them (``eval_driver.evaluate_split``)."""
+        from jaxvae.experiment.eval_driver import evaluate_split
+
+        key = jax.random.key(key) if isinstance(key, int) else key
+        out = evaluate_split(self.model, self.params, np.asarray(x, np.float32), key, ks=tuple(ks),
+                             batch_size=self.config.eval.batch_size, chunk_size=self.config.eval.chunk_size,
+                             binarize=binarize, surgery=surgery)
+        out.pop("seconds", None)
+        return out
+
+    def log_likelihood(self, x, k: int = 5000, key: jax.Array | int = 0, chunk_size: int | None = None
+                       ) -> np.ndarray:
+        """Per-example log p(x) estimates: the IWAE_k bound (k = 5000 by default), drawn in chunks so
+        that memory stays O(chunk x batch)."""
+        from jaxvae.vae.evaluation import iwae_bound_chunked
+
+        key = jax.random.key(key) if isinstance(key, int) else key
+        chunk = chunk_size or self.config.eval.chunk_size
+        fn = jax.jit(iwae_bound_chunked, static_argnums=(0, 4, 5))
+        x = np.asarray(x, np.float32)
+        bs = self.config.eval.batch_size
+        out = [np.asarray(fn(self.model, self.params, jnp.asarray(x[i:i + bs]), jax.random.fold_in(key, i),
+                             int(k), int(chunk))) for i in range(0, len(x), bs)]
+        return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+    def evaluate(self) -> dict:
+        """The run's final test evaluation, recomputed with the same examples, key and settings: with the
+        checkpoint of the last step it equals results.json's "test" numbers (float tolerance)."""
+        from jaxvae.experiment.eval_driver import evaluate_split
+        from jaxvae.experiment.runner import final_eval_spec
+
+        x, _, key, kw = final_eval_spec(self.config, self.dataset)
+        out = evaluate_split(self.model, self.params, x, key, **kw)
+        out.pop("seconds", None)
+        return out
+
+    def results(self) -> dict | None:
+        """results.json of the run (None while it is unfinished)."""
+        path = self.workdir / "results.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+def _encode(model, params, x):
+    return model.encode(params, x)
+
+
+def _mean_image(model, params, z):
+    return model.mean_image(params, z)
+
+
+def _reconstruct_mean(model, params, x):
+    from jaxvae.vae import flows
+
+    post = model.encode(params, x)
+    z = post.mu
+    if model.has_flow:
+        z, _ = flows.apply(model.flow, post.flow_params, z)
+    return model.mean_image(params, z)
+
+
+def _reconstruct_sample(model, params, x, key):
+    z, _, _ = model.sample_posterior(model.encode(params, x), key)
+    return model.mean_image(params, z)
+
+
+def _jit(fn, model):
+    import functools
+
+    return jax.jit(functools.partial(fn, model))
+
+
+def _read_config(workdir: Path) -> ml_collections.ConfigDict:
+    """The run's config: results.json's full config when finished, else config.json (the fields that
+    define the model and training) over the defaults."""
+    from jaxvae.experiment.configs import base_config
+    from jaxvae.experiment.validation import flatten, override
+
+    results = workdir / "results.json"
+    saved = None
+    if results.exists():
+        saved = json.loads(results.read_text()).get("config")
+    if saved is None and (workdir / "config.json").exists():
+        saved = json.loads((workdir / "config.json").read_text())
+    if saved is None:
+        raise RunNotFound(f"{workdir} is not a jaxvae run (no results.json or config.json); pass the --workdir "
+                          "of a run")
+    flat = {k: (tuple(v) if isinstance(v, list) else v) for k, v in flatten(saved).items()}
+    return override(base_config(), flat)
+
+
+def _import_experiment(path: str | Path) -> None:
+    """Executes an experiment file (it may register custom objectives, priors, flows)."""
+    spec = importlib.util.spec_from_file_location(f"jaxvae_experiment_{Path(path).stem}", str(path))
+    if spec is None or spec.loader is None:
+        raise RunNotFound(f"cannot import the experiment file {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+def load_run(workdir: str | Path, checkpoint: str = "best", *, experiment: str | Path | None = None) -> Run:
+    """Loads a run's config, model and parameters from its workdir.
+
+    ``checkpoint``: "best" (the best validation bound; falls back to "latest" when the run kept none) or
+    "latest" (the last saved step: for a finished run, the parameters its final evaluation used).
+    ``experiment``: the experiment file, when it registers custom parts (objectives, priors, flows) that
+    ``config.imports`` does not name.
+    """
+    from jaxvae.experiment import train as train_lib
+    from jaxvae.experiment.checkpoints import Checkpoints
+    from jaxvae.experiment.runner import build_model, load_data
+    from jaxvae.experiment.validation import import_modules
+
+    workdir = Path(workdir)
+    if checkpoint not in ("best", "latest"):
+        raise ValueError(f"checkpoint={checkpoint!r}: choose 'best' or 'latest'")
+    if not workdir.is_dir():
+        raise RunNotFound(f"no folder {workdir}")
+    if experiment is not None:
+        _import_experiment(experiment)
+    config = _read_config(workdir)
+    problems = import_modules(config.imports)
+    if problems:
+        raise RunNotFound("; ".join(problems))
+    dataset = load_data(config)  # the input size, and what test_data()/evaluate() use
+    model = build_model(config, int(dataset.train.shape[1]))
+    schedule, _ = train_lib.learning_rate_schedule(config, 1)
+    tx = train_lib.make_optimizer(config, schedule)
+    template = train_lib.create_train_state(model, tx, config.seed)._asdict()
+    ckpts = Checkpoints(workdir, config.train.keep_checkpoints)
+    try:
+        restored, step, which = None, None, checkpoint
+        if checkpoint == "best":
+            restored, step = ckpts.restore_best(template)
+            if restored is None:
+                which = "latest"
+        if restored is None:
+            step = ckpts.latest.latest_step()
+            if step is None:
+                raise RunNotFound(f"{workdir} has no checkpoint yet (checkpoints/latest is empty)")
+            restored = Checkpoints._restore_step(ckpts.latest, template, step)
+    finally:
+        ckpts.close()
+    params = jax.tree_util.tree_map(jnp.asarray, restored["params"])
+    return Run(workdir, config, model, params, int(step), which, dataset)

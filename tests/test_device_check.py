@@ -1,0 +1,32 @@
+"""benchmarks/device_check.sh in its tiny CPU mode: every step runs and writes its JSON (the figures mean
+nothing on a toy run; this keeps the prepared accelerator check from rotting)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_device_check_tiny_mode_runs_every_step(tmp_path, run_env):
+    env = dict(run_env, PYTHON=sys.executable)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    p = subprocess.run([str(ROOT / "benchmarks" / "device_check.sh"), str(tmp_path / "out"), "--tiny"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert p.returncode == 0, (p.stdout[-2000:], {k: v["status"] for k, v in summary["steps"].items()})
+    assert set(summary["steps"]) == {"tests", "train", "vectorized", "eval", "iwae_mnist"}
+    assert summary["machine"]["backend"] == "cpu" and summary["machine"]["cpu_model"]
+    train = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert train["mode"] == "tiny" and train["train"][0]["examples_per_s"] > 0
+    ev = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert ev["eval"]["main"]["k"] == 50 and ev["eval"]["main"]["examples"] == 20
+    assert [r["runs"] for r in json.loads((tmp_path / "out" / "vectorized.json").read_text())["rows"]][:2] == [1, 2]
+    assert summary["run"]["test"]["num_examples"] == 50
