@@ -235,7 +235,8 @@ METRICS = [  # (csv column, markdown header, results path, decimals)
 
 
 # Columns left out when no run has the number (older results.json files, data without known factors).
-OPTIONAL_METRICS = {"exact_log_px", "rate", "distortion", "mig", "dci_disentanglement", "sample_manifold_rmse"}
+OPTIONAL_METRICS = {"exact_log_px", "rate", "distortion", "mig", "dci_disentanglement", "sample_manifold_rmse",
+                    "ais_log_px", "bdmc_width", "approximation_gap", "amortization_gap"}
 
 
 @dataclasses.dataclass
@@ -244,9 +245,6 @@ class Column:
     header: str  # markdown header
     decimals: int
     get: Any  # RunRecord -> value
-
-
-OPTIONAL_METRICS = ("exact_log_px", "ais_log_px", "bdmc_width", "approximation_gap", "amortization_gap")  # shown when any run has them
 
 
 def metric_columns(runs: Sequence[RunRecord]) -> list[Column]:
