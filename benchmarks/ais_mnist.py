@@ -19,10 +19,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxvae.experiment.configs import base_config
 from jaxvae.experiment.runner import build_model
 from jaxvae.vae import ais as A
 from jaxvae.vae import gaps as G
@@ -30,7 +30,16 @@ from jaxvae.vae.evaluation import iwae_bound_chunked
 
 
 def load(workdir: Path):
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    config = base_config()  # fields added since the run was trained keep their defaults
+
+    def merge(dst, src):
+        for k, v in src.items():
+            if isinstance(v, dict) and k in dst:
+                merge(dst[k], v)
+            else:
+                dst[k] = tuple(v) if isinstance(v, list) else v
+
+    merge(config, json.loads((workdir / "config.json").read_text()))
     model = build_model(config, 784)
     latest = workdir / "checkpoints" / "latest"
     step = max(int(p.name) for p in latest.iterdir() if p.name.isdigit())
