@@ -116,6 +116,33 @@ def base_config() -> ml_collections.ConfigDict:
     # (and the train subset); -1 = the run's seed + 2 (per seed), >= 0 = the same draw for every run
     c.eval.surgery_samples = 1  # z draws per example for the ELBO-surgery marginal KL
     c.eval.images = True  # write PNG pictures into the workdir
+    # Sandwiching log p(x) (jaxvae.vae.ais, jaxvae.vae.gaps; docs/ais.md). All off by default (examples = 0).
+    c.eval.ais = ml_collections.ConfigDict()  # annealed importance sampling on the first test examples
+    c.eval.ais.examples = 0  # test examples given an AIS estimate of log p(x); 0 = off
+    c.eval.ais.num_steps = 1000  # T: intermediate distributions q^(1-beta_t) p(x,z)^beta_t
+    c.eval.ais.chains = 16  # independent chains per example (log p_hat = log mean of their weights)
+    c.eval.ais.leapfrog_steps = 10  # leapfrog steps per HMC transition
+    c.eval.ais.init = "encoder"  # encoder (start from q(z|x)) | prior (start from p(z))
+    c.eval.ais.schedule = "sigmoid"  # sigmoid | linear spacing of beta_t
+    c.eval.ais.step_size = 0.05  # initial HMC step size (then adapted per example)
+    c.eval.ais.target_accept = 0.65  # HMC acceptance rate the step size is adapted toward
+    c.eval.ais.adapt_rate = 0.5  # log step += adapt_rate * (acceptance - target) after each transition
+    c.eval.ais.batch_size = 50  # examples per compiled program (memory is O(batch_size x chains))
+    c.eval.bdmc = ml_collections.ConfigDict()  # BDMC sandwich on examples simulated from the model
+    c.eval.bdmc.examples = 0  # simulated (z, x) pairs; 0 = off. HMC settings as in eval.ais
+    c.eval.bdmc.num_steps = 1000  # T of both the forward (lower) and reverse (upper) AIS runs
+    c.eval.bdmc.chains = 4  # chains per simulated example, each direction
+    c.eval.bdmc.init = "prior"  # prior | encoder (Gaussian posteriors only: reverse AIS needs u = z)
+    c.eval.gaps = ml_collections.ConfigDict()  # inference-gap decomposition (Cremer et al. 2018)
+    c.eval.gaps.examples = 0  # first test examples decomposed; 0 = off. log p(x) from AIS when it covers
+    # them (eval.ais.examples >= eval.gaps.examples), otherwise IWAE at the largest eval.ks
+    c.eval.gaps.samples = 10  # ELBO samples per optimisation step of q*
+    c.eval.gaps.eval_samples = 1000  # fresh samples estimating ELBO[q_phi] and ELBO[q*]
+    c.eval.gaps.learning_rate = 0.01  # Adam, decayed exponentially to a tenth over max_steps
+    c.eval.gaps.max_steps = 2000  # at most this many optimisation steps of q*
+    c.eval.gaps.check_every = 100  # convergence window (steps)
+    c.eval.gaps.tol = 0.01  # stop when the window-mean ELBO (over the batch) improves by < tol nats
+    c.eval.gaps.batch_size = 100  # examples optimised by one program
 
     # Experiment tracking beside metrics.jsonl and TensorBoard (docs/tracking.md). Only process 0 logs.
     c.tracking = ml_collections.ConfigDict()

@@ -24,7 +24,7 @@ from jaxvae import data as data_lib
 from jaxvae.experiment import init_from, locks, parallel
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
-from jaxvae.experiment.eval_driver import evaluate_split, weight_health_lines
+from jaxvae.experiment.eval_driver import evaluate_sandwich, evaluate_split, weight_health_lines
 from jaxvae.experiment.imaging import bits_per_dim_results
 from jaxvae.experiment.factor_eval import factor_metrics, rate_distortion, sample_quality
 from jaxvae.vae.evaluation import linear_gaussian_log_px
@@ -514,6 +514,8 @@ def final_results(config, model, params, dataset, workdir: Path, test: dict) -> 
     test["exact_log_px"] = None
     if is_linear_gaussian(model):
         test["exact_log_px"] = float(jnp.mean(linear_gaussian_log_px(model, params, jnp.asarray(x))))
+    test.update(evaluate_sandwich(model, params, x, jax.random.key(config.seed + 6), config.eval,
+                                  binarize=config.data.binarize, seed=config.seed + 2))  # eval.ais/bdmc/gaps
     eval_seconds = test.pop("seconds")
     test.update(rate_distortion(test))
     factors = _subset(dataset.test, getattr(dataset, "test_factors", None), config.eval.max_examples)[1]

@@ -20,6 +20,9 @@ CHOICES = {
     "model.normalization": ("none", "layer", "group"),
     "model.compute_dtype": ("float32", "bfloat16"),
     "train.nan_policy": ("stop", "skip"),
+    "eval.ais.init": ("encoder", "prior"),
+    "eval.ais.schedule": ("sigmoid", "linear"),
+    "eval.bdmc.init": ("prior", "encoder"),
     "tracking.wandb_mode": WANDB_MODES,
     "train.init_checkpoint": ("best", "latest"),
     "model.sylvester_variant": ("orthogonal", "householder", "triangular"),
@@ -46,9 +49,17 @@ MINIMUM = {
     "model.conv_kernel": (1, False), "model.num_mixtures": (1, False),
     "model.flow_init_scale": (0, False), "model.flow_context": (0, False), "model.sylvester_columns": (0, False),
     "model.sylvester_reflections": (1, False), "model.prior_components": (1, False),
+    "eval.ais.examples": (0, False), "eval.ais.num_steps": (1, False), "eval.ais.chains": (1, False),
+    "eval.ais.leapfrog_steps": (1, False), "eval.ais.step_size": (0, True), "eval.ais.target_accept": (0, True),
+    "eval.ais.adapt_rate": (0, False), "eval.ais.batch_size": (1, False), "eval.bdmc.examples": (0, False),
+    "eval.bdmc.num_steps": (1, False), "eval.bdmc.chains": (1, False), "eval.gaps.examples": (0, False),
+    "eval.gaps.samples": (1, False), "eval.gaps.eval_samples": (1, False), "eval.gaps.learning_rate": (0, True),
+    "eval.gaps.max_steps": (1, False), "eval.gaps.check_every": (1, False), "eval.gaps.tol": (0, False),
+    "eval.gaps.batch_size": (1, False),
 }
 # field -> (highest allowed, exclusive?)
-MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True), "objective.beta_ciwae": (1, False)}
+MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True), "objective.beta_ciwae": (1, False),
+           "eval.ais.target_accept": (1, True)}
 
 
 class ConfigError(ValueError):
@@ -142,6 +153,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         problems.append(f"objective.name={obj!r} needs a Gaussian posterior; set model.flow='none' "
                         "or use objective.name='elbo' or 'iwae' with flows")
     problems += _tighter_bound_problems(given)
+    if (given.get("eval.bdmc.init") == "encoder" and given.get("eval.bdmc.examples", 0) > 0
+            and given.get("model.flow") != "none" and given.get("model.flow_length", 0) > 0):
+        problems.append("eval.bdmc.init='encoder' needs a Gaussian posterior (reverse AIS would need the "
+                        "flow's inverse); use eval.bdmc.init='prior' with flows")
     problems += config_problems(config)  # the package of each tracker turned on
     columns, latent = given.get("model.sylvester_columns", 0), given.get("model.latent_dim", 1)
     if isinstance(columns, int) and isinstance(latent, int) and columns > latent:

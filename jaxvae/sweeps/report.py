@@ -219,6 +219,10 @@ METRICS = [  # (csv column, markdown header, results path, decimals)
     ("nll", "NLL", "test.nll", 2),
     ("bits_per_dim", "bits/dim", "test.bits_per_dim", 3),  # shown for 8-bit data (discretized likelihoods)
     ("exact_log_px", "exact log p(x)", "test.exact_log_px", 2),
+    ("ais_log_px", "AIS log p(x)", "test.ais.log_px", 2),
+    ("bdmc_width", "BDMC width", "test.bdmc.width", 2),
+    ("approximation_gap", "approx. gap", "test.gaps.approximation_gap", 2),
+    ("amortization_gap", "amort. gap", "test.gaps.amortization_gap", 2),
     ("active_units", "active units", "test.active_units", 0),
     ("rate", "rate R", "test.rate", 2),
     ("distortion", "distortion D", "test.distortion", 2),
@@ -232,7 +236,8 @@ METRICS = [  # (csv column, markdown header, results path, decimals)
 
 
 # Columns left out when no run has the number (older results.json files, data without known factors).
-OPTIONAL_METRICS = {"exact_log_px", "rate", "distortion", "mig", "dci_disentanglement", "sample_manifold_rmse"}
+OPTIONAL_METRICS = {"exact_log_px", "rate", "distortion", "mig", "dci_disentanglement", "sample_manifold_rmse",
+                    "ais_log_px", "bdmc_width", "approximation_gap", "amortization_gap"}
 
 
 @dataclasses.dataclass
@@ -747,6 +752,79 @@ def plot_nll_vs_flow_length(runs: Sequence[RunRecord], path: str) -> bool:
     return True
 
 
+def plot_sandwich(runs: Sequence[RunRecord], path: str) -> bool:
+    """One panel per run with ``test.ais`` or ``test.bdmc`` (eval.ais / eval.bdmc): the test IWAE_K
+    ladder vs K, the AIS estimate of log p(x) (line, ± 2 standard errors over its examples; the IWAE_K of
+    those same examples is marked), and the BDMC sandwich [lower, upper] of the simulated examples
+    (shaded, with their IWAE_K marked)."""
+    runs = [r for r in runs if _get(r.results, "test.ais") or _get(r.results, "test.bdmc")]
+    if not runs:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 5.2), squeeze=False)
+    others = other_fields(runs)
+    for ax, run in zip(axes[0], runs):
+        b = iwae_bounds(run.results)
+        ks = sorted(b)
+        if ks:
+            ax.plot(ks, [b[k] for k in ks], "o-", color="C0", label="test IWAE_K (all test examples)")
+        a = _get(run.results, "test.ais") or {}
+        if a:
+            m, se = a["log_px"], a.get("log_px_stderr") or 0.0
+            ax.axhline(m, color="C3", lw=1.5, label=f"AIS T={a['num_steps']}, {a['chains']} chains "
+                                                     f"({a['examples']} test ex.)")
+            ax.axhspan(m - 2 * se, m + 2 * se, color="C3", alpha=0.15)
+            ax.plot([a["iwae_k"]], [a["iwae"]], "s", color="C3", mfc="none",
+                    label=f"IWAE_{a['iwae_k']} on the AIS examples")
+            ks.append(a["iwae_k"])
+        bd = _get(run.results, "test.bdmc") or {}
+        if bd:
+            ax.axhspan(bd["lower"], bd["upper"], color="C2", alpha=0.3,
+                       label=f"BDMC [{bd['lower']:.2f}, {bd['upper']:.2f}] ({bd['examples']} simulated ex.)")
+            ax.plot([bd["iwae_k"]], [bd["iwae"]], "D", color="C2", label=f"IWAE_{bd['iwae_k']} on the simulated ex.")
+            ks.append(bd["iwae_k"])
+        if ks:
+            _log_k_axis(ax, ks)
+        ax.set_xlabel("K (importance samples)")
+        ax.set_ylabel("log p(x) estimate (nats)")
+        ax.set_title(_group_label(run, others), fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def plot_gaps(runs: Sequence[RunRecord], path: str) -> bool:
+    """The inference gap log p(x) - ELBO[q_phi] of each run with ``test.gaps`` (eval.gaps), as a stacked bar:
+    approximation gap (log p(x) - ELBO[q*]) below, amortization gap (ELBO[q*] - ELBO[q_phi]) above
+    (Cremer, Li & Duvenaud 2018); error bars: 2 standard errors over the examples."""
+    runs = [r for r in runs if _get(r.results, "test.gaps")]
+    if not runs:
+        return False
+    plt = _pyplot()
+    others = other_fields(runs)
+    gs = [_get(r.results, "test.gaps") for r in runs]
+    xs = list(range(len(runs)))
+    approx = [g["approximation_gap"] for g in gs]
+    amort = [g["amortization_gap"] for g in gs]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(runs) + 2), 4.2))
+    ax.bar(xs, approx, color="C0", label="approximation gap", yerr=[2 * (g.get("approximation_gap_stderr") or 0)
+                                                                     for g in gs], capsize=3)
+    ax.bar(xs, amort, bottom=approx, color="C1", label="amortization gap",
+           yerr=[2 * (g.get("amortization_gap_stderr") or 0) for g in gs], capsize=3)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([_group_label(r, others) + f"\n({g['examples']} ex., log p: {g['log_px_estimator']})"
+                        for r, g in zip(runs, gs)], fontsize=7)
+    ax.set_ylabel("nats")
+    ax.set_title("log p(x) − ELBO[q_φ] = approximation + amortization gap")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
 def _beta_plot(name: str):
     """A plot of jaxvae.sweeps.beta_report (sweeps over objective.beta), imported when drawn."""
     def plot(runs, path):
@@ -759,6 +837,8 @@ PLOTS = [
     ("report_bound_vs_k.png", "Test bound vs K", plot_bound_vs_k),
     ("report_curves.png", "Training curves", plot_curves),
     ("report_nll_vs_flow_length.png", "NLL vs flow length", plot_nll_vs_flow_length),
+    ("report_sandwich.png", "log p(x): IWAE_K, AIS and the BDMC sandwich", plot_sandwich),
+    ("report_gaps.png", "Inference gaps (approximation + amortization)", plot_gaps),
     ("report_rate_distortion.png", "Rate–distortion over beta", _beta_plot("plot_rate_distortion")),
     ("report_disentanglement.png", "Disentanglement vs beta", _beta_plot("plot_disentanglement_vs_beta")),
     ("report_traversals.png", "Latent traversals by beta", _beta_plot("plot_traversals")),
