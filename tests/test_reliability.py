@@ -65,9 +65,10 @@ BAD_VALUES = [
     ("model.flow_length", -1, "model.flow_length=-1 must be >= 0"),
     ("eval.ks", (1, 0, 50), "eval.ks=(1, 0, 50) must be a non-empty list of integers >= 1"),
     ("eval.ks", (), "eval.ks=() must be a non-empty list"),
-    ("objective.name", "vae", "objective.name='vae' is not one of ciwae, elbo, elbo_stl, iwae, iwae_dreg, miwae, piwae, rws, rws_dreg"),
-    ("model.likelihood", "poisson", "model.likelihood='poisson' is not one of bernoulli, gaussian"),
-    ("model.flow", "maf", "model.flow='maf' is not one of none, planar, radial"),
+    ("objective.name", "vae", "objective.name='vae' is not one of ciwae, elbo, elbo_stl, iwae, iwae_dreg, miwae, piwae"),
+    ("model.likelihood", "poisson", "model.likelihood='poisson' is not one of bernoulli, discretized_gaussian, "
+                                    "discretized_logistic, discretized_logistic_mixture, gaussian, gaussian_learned"),
+    ("model.flow", "maf", "model.flow='maf' is not one of none, iaf, planar, radial, sylvester"),
     ("data.name", "cifar", "data.name='cifar' is not one of digits, "),
     ("data.binarize", "yes", "data.binarize='yes' is not one of none, static, dynamic"),
     ("train.batch_sise", 20, "unknown config field 'train.batch_sise'; did you mean 'train.batch_size'?"),
@@ -109,7 +110,7 @@ BAD_COMMAND_LINES = [
     (["--config.model.obs_variance=0"], "model.obs_variance=0.0 must be > 0"),
     (["--config.eval.ks=(1,0,50)"], "eval.ks=(1, 0, 50) must be a non-empty list"),
     (["--config.objective.name=vae"], "is not one of ciwae, elbo, elbo_stl, iwae, iwae_dreg, miwae"),
-    (["--config.data.name=cifar10"], "data.name='cifar10' is not one of digits, "),
+    (["--config.data.name=cifar100"], "data.name='cifar100' is not one of digits, "),
     (["--config=experiments/no_such_experiment.py"], "cannot load the --config file"),
 ]
 
@@ -179,15 +180,14 @@ def _build_pieces(config):
     """Everything a run builds from the config before it touches data or trains."""
     from jaxvae.experiment import runner
     from jaxvae.experiment import train as train_lib
-    from jaxvae.vae.objectives import make_loss_fn
+    from jaxvae.vae.objectives import make_loss_fn, objective_options
 
-    model = runner.build_model(config, 64)
+    model = runner.build_model(config, 64, image_shape=(8, 8, 1))  # conv nets need the image shape
     schedule, total = train_lib.learning_rate_schedule(config, 7)
     assert total >= 1
     tx = train_lib.make_optimizer(config, schedule)
     state = jax.eval_shape(lambda: train_lib.create_train_state(model, tx, config.seed, None))
-    loss_fn = make_loss_fn(model, config.objective.name, num_samples=config.objective.k,
-                           analytic_kl=config.objective.analytic_kl)
+    loss_fn = make_loss_fn(model, config.objective.name, **objective_options(config.objective))
     x = jax.ShapeDtypeStruct((2, 64), jnp.float32)
     loss, _ = jax.eval_shape(loss_fn, state.params, x, jax.random.key(0), 1.0)
     assert loss.shape == ()

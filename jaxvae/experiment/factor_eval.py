@@ -54,5 +54,5 @@ def sample_quality(model, params, key: jax.Array, dataset_name: str, num_samples
     from jaxvae.data.factors_toy import manifold_residual  # noqa: PLC0415
 
     z = jax.random.normal(key, (num_samples, model.latent_dim))
-    means = np.asarray(jax.jit(model.mean_image)(params["decoder"], z))
+    means = np.asarray(jax.jit(model.mean_image)(params, z))
     return {"sample_manifold_rmse": float(np.sqrt(np.mean(manifold_residual(means))))}

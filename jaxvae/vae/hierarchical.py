@@ -140,7 +140,7 @@ class HierarchicalVAE:
         return Decoder(tuple(self.decoder_hidden), tuple(self.likelihood_part.heads(self.x_dim)),
                        self.activation, self.decoder_output_act)
 
-    def init(self, key: jax.Array, output_bias: jax.Array | None = None) -> Params:
+    def init(self, key: jax.Array, output_bias: jax.Array | None = None, data=None) -> Params:
         """Fresh parameters (the first layer's drawn as ``VAE.init`` draws them); ``output_bias``
         initialises the decoder's output bias (e.g. the data's pixel log-odds)."""
         k_enc, k_dec, _ = jax.random.split(key, 3)

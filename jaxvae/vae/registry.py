@@ -35,7 +35,7 @@ class Registry:
 
         def add(obj):
             old = self._entries.get(name)
-            if old is not None and old is not obj and not override and _qualname(old) != _qualname(obj):
+            if old is not None and old is not obj and not override and _same_name(old) != _same_name(obj):
                 raise ValueError(f"a {self.kind} named {name!r} is already registered ({_qualname(old)}); "
                                  "pick another name or pass override=True")
             self._entries[name] = obj
@@ -66,6 +66,12 @@ class Registry:
 
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._entries))
+
+
+def _same_name(obj) -> str:
+    """What makes a re-registration the same entry: its name where it is defined (an experiment file
+    executed twice, or a notebook cell run again, defines the same class under another module name)."""
+    return getattr(obj, "__qualname__", type(obj).__name__)
 
 
 def _qualname(obj) -> str:
