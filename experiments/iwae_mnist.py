@@ -9,28 +9,12 @@ IWAE_K for K = 1, 5, 50, 5000 on all 10000 test images (K = 5000 is the NLL esti
     python -m jaxvae.main --config=experiments/iwae_mnist.py --workdir=runs/iwae_k50 --config.objective.k=50
 """
 
-from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.configs import iwae_paper_config
 
 
 def get_config():
-    c = base_config()
+    c = iwae_paper_config()  # the paper's model, optimizer, schedule and evaluation
     c.name = "iwae_mnist"
-    c.data.name = "binarized_mnist"
-    c.model.latent_dim = 50
-    c.model.encoder_hidden = (200, 200)
-    c.model.decoder_hidden = (200, 200)
-    c.model.activation = "tanh"
-    c.model.likelihood = "bernoulli"
-    c.objective.name = "iwae"
-    c.objective.k = 50
-    c.train.batch_size = 20
-    c.train.schedule = "iwae"
-    c.train.learning_rate = 1e-3
-    c.train.adam_b1, c.train.adam_b2, c.train.adam_eps = 0.9, 0.999, 1e-4
-    c.train.log_every_steps = 5000
-    c.train.eval_every_epochs = 10
-    c.train.checkpoint_every_epochs = 1
-    c.eval.ks = (1, 5, 50, 5000)
     return c
 
 

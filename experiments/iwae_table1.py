@@ -16,7 +16,7 @@ paper's Table 1 (jaxvae/sweeps/papers/burda2015_table1.json).
     ./launch.sh experiments/iwae_table1.py --vectorize 2 --config.train.budget=0.01
 """
 
-from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.configs import iwae_paper_config
 
 SEEDS = (0, 1)
 # dataset-level settings: (data.name, data.valid_size) - MNIST has no validation split of its own
@@ -26,27 +26,13 @@ OBJECTIVES = (("elbo", 1), ("elbo", 5), ("elbo", 50), ("iwae", 5), ("iwae", 50))
 
 
 def get_config():
-    c = base_config()
+    c = iwae_paper_config()  # the paper's model, optimizer, schedule and evaluation
     c.name = "iwae_table1"
     c.data.name = "mnist"
     c.data.binarize = "dynamic"
     c.data.valid_size = 400
-    c.model.latent_dim = 50
-    c.model.encoder_hidden = (200, 200)
-    c.model.decoder_hidden = (200, 200)
     c.model.upper_hidden = (100, 100)
-    c.model.activation = "tanh"
-    c.model.likelihood = "bernoulli"
-    c.objective.name = "iwae"
     c.objective.k = 5
-    c.train.batch_size = 20
-    c.train.schedule = "iwae"
-    c.train.learning_rate = 1e-3
-    c.train.adam_b1, c.train.adam_b2, c.train.adam_eps = 0.9, 0.999, 1e-4
-    c.train.log_every_steps = 5000
-    c.train.eval_every_epochs = 10
-    c.train.checkpoint_every_epochs = 1
-    c.eval.ks = (1, 5, 50, 5000)
     c.eval.binarize_seed = 0  # one fixed binarization of the test set for every run (as the paper)
     c.eval.train_examples = 1000  # train-set NLL on 1000 fixed training images: the train/test gap
     return c

@@ -15,28 +15,15 @@ Offline with the shared binarized MNIST file: --config.data.name=binarized_mnist
 --config.data.manual_dir=/work/shared/data (statically binarized; the published numbers are for dynamic).
 """
 
-from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.configs import iwae_paper_config
 
 
 def get_config():
-    c = base_config()
+    c = iwae_paper_config()  # the paper's model, optimizer, schedule and evaluation
     c.name = "tighter_bounds"
     c.data.name = "mnist"
     c.data.binarize = "dynamic"
-    c.model.latent_dim = 50
-    c.model.encoder_hidden = (200, 200)
-    c.model.decoder_hidden = (200, 200)
-    c.model.activation = "tanh"
-    c.model.likelihood = "bernoulli"
-    c.objective.name = "iwae"
     c.objective.k = 64
-    c.train.batch_size = 20
-    c.train.schedule = "iwae"
-    c.train.learning_rate = 1e-3
-    c.train.adam_b1, c.train.adam_b2, c.train.adam_eps = 0.9, 0.999, 1e-4
-    c.train.log_every_steps = 5000
-    c.train.eval_every_epochs = 10
-    c.eval.ks = (1, 5, 50, 5000)
     return c
 
 

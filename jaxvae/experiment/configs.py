@@ -155,3 +155,28 @@ def base_config() -> ml_collections.ConfigDict:
     c.tracking.wandb_mode = "offline"  # offline (no network; upload later with wandb sync) | online | disabled
     c.tracking.wandb_dir = ""  # where W&B writes its wandb/ folder; "" = the workdir
     return c
+
+
+def iwae_paper_config() -> ml_collections.ConfigDict:
+    """Burda, Grosse & Salakhutdinov (2015)'s one-layer MNIST setting, the base of the IWAE-paper
+    experiments: 784-200-200-50 tanh, Bernoulli, Adam(0.9, 0.999, eps=1e-4), batch 20, 3^i passes at
+    learning rate 1e-3 * 10^(-i/7), i = 0..7 (``train.budget`` scales the 3280 passes), IWAE_K for
+    K = 1, 5, 50, 5000 at evaluation."""
+    c = base_config()
+    c.data.name = "binarized_mnist"
+    c.model.latent_dim = 50
+    c.model.encoder_hidden = (200, 200)
+    c.model.decoder_hidden = (200, 200)
+    c.model.activation = "tanh"
+    c.model.likelihood = "bernoulli"
+    c.objective.name = "iwae"
+    c.objective.k = 50
+    c.train.batch_size = 20
+    c.train.schedule = "iwae"
+    c.train.learning_rate = 1e-3
+    c.train.adam_b1, c.train.adam_b2, c.train.adam_eps = 0.9, 0.999, 1e-4
+    c.train.log_every_steps = 5000
+    c.train.eval_every_epochs = 10
+    c.train.checkpoint_every_epochs = 1
+    c.eval.ks = (1, 5, 50, 5000)
+    return c
