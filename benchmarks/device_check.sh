@@ -2,7 +2,7 @@
 # The prepared accelerator check (issue 20): install the JAX build for the accelerator, then measure
 # everything as JSON under OUT (default ./device_check_out). Under 8 minutes on one modern GPU.
 #
-#   benchmarks/device_check.sh [OUT] [--data DIR] [--tiny] [--no-install]
+#   benchmarks/device_check.sh [OUT] [--data DIR] [--tiny] [--no-install] [--only STEP ...]
 #
 # --no-install   keep the installed JAX (e.g. a machine without internet, where the CUDA wheels were
 #                installed beforehand: pip install --no-index --find-links WHEELS "jax[cuda12]==<version>")
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     --tiny) install=0; args+=("--tiny") ;;
     --data) args+=("--data" "$2"); shift ;;
     --*) args+=("$1") ;;
-    *) out="$1" ;;
+    *) if [ -z "${out_set:-}" ]; then out="$1"; out_set=1; else args+=("$1"); fi ;;  # values of --only
   esac
   shift
 done

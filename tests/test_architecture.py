@@ -163,7 +163,6 @@ def test_custom_prior_and_flow_parts_compose():
     np.testing.assert_allclose(log_det[0], np.linalg.slogdet(np.asarray(jac))[1], rtol=1e-5)
 
 
-@pytest.mark.slow
 def test_custom_parts_experiment_runs_vectorized_through_launch_sh_and_the_report(tmp_path, run_env):
     """docs/extending.md's example end to end: a custom bound, prior and flow from an experiment file,
     two seeds trained as one vectorized group by ./launch.sh, then the report lists both runs."""
@@ -189,7 +188,6 @@ def test_custom_parts_experiment_runs_vectorized_through_launch_sh_and_the_repor
 
 
 # -- the public API ------------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_load_run_recomputes_the_results_json_bounds(resume_reference):
     """A finished quickstart run loaded from its workdir: the final evaluation recomputed through the API
     (same examples, same key, last checkpoint) equals results.json."""

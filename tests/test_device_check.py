@@ -14,15 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
 def test_device_check_tiny_mode_runs_every_step(tmp_path, run_env):
     env = dict(run_env, PYTHON=sys.executable)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    p = subprocess.run([str(ROOT / "benchmarks" / "device_check.sh"), str(tmp_path / "out"), "--tiny"],
+    # every step but "tests" (pytest inside pytest: the device test subset is the suite's own files)
+    p = subprocess.run([str(ROOT / "benchmarks" / "device_check.sh"), str(tmp_path / "out"), "--tiny",
+                        "--only", "train", "vectorized", "eval", "iwae_mnist"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert p.returncode == 0, (p.stdout[-2000:], {k: v["status"] for k, v in summary["steps"].items()})
-    assert set(summary["steps"]) == {"tests", "train", "vectorized", "eval", "iwae_mnist"}
+    assert set(summary["steps"]) == {"train", "vectorized", "eval", "iwae_mnist"}
     assert summary["machine"]["backend"] == "cpu" and summary["machine"]["cpu_model"]
     train = json.loads((tmp_path / "out" / "train.json").read_text())
     assert train["mode"] == "tiny" and train["train"][0]["examples_per_s"] > 0

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -53,6 +55,7 @@ def _group_results(root):
     return [json.loads((root / f"m{i}" / "results.json").read_text())["test"] for i in range(2)]
 
 
+@pytest.mark.slow  # 60 s: the member-axis split over processes (two-process equality stays in the default run)
 def test_vectorized_group_on_two_processes_equals_one(tmp_path):
     """A vectorized group of 2 members trained by two processes (one CPU device each), with the members split
     over the processes (parallel.member_shards=2) or both members data-parallel over them (member_shards=1),
