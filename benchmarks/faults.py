@@ -109,13 +109,13 @@ def _phase(kind: str, where: Path) -> str:
     return "start-up"
 
 
-def _default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as from a terminal (a background job inherits SIG_IGN)
-
-
 def launch(kind: str, where: Path, env: dict, log) -> subprocess.Popen:
+    """Starts the process (no ``preexec_fn``: this process has imported JAX, whose threads make a plain
+    ``fork`` unsafe and warned; without it ``subprocess`` uses vfork/posix_spawn). SIGINT is as from a
+    terminal because ``main`` gives this process a SIGINT handler, which exec resets to the default (a
+    background job would otherwise pass on its inherited SIG_IGN)."""
     return subprocess.Popen(argv_for(kind, where), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=_default_sigint)
+                            start_new_session=True)
 
 
 def _load(wd: Path, step: int):
@@ -302,6 +302,7 @@ def main():
     p.add_argument("--no-warm", action="store_true",
                    help="no warm-up run before the reference (keeps $JAX_COMPILATION_CACHE_DIR when set)")
     a = p.parse_args()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # children exec with SIGINT at its default
     work = Path(a.work or tempfile.mkdtemp(prefix="jaxvae_faults_"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", PYTHON=sys.executable,
