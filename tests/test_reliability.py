@@ -314,6 +314,46 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog, how
     assert_trees_equal(state, _state(3))
 
 
+def test_superseded_steps_left_by_a_kill_are_pruned_on_open(tmp_path):
+    """A kill -9 between a save's commit and orbax's deletion of the step it replaces leaves one step too
+    many (here written by managers that keep everything); opening the run's checkpoints prunes them as
+    the next save would: the newest ``keep`` latest steps, the best step by its validation bound."""
+    import orbax.checkpoint as ocp
+
+    from jaxvae.experiment import checkpoints as C
+
+    root = tmp_path / "checkpoints"
+    for name, best in (("latest", False), ("best", True)):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None, create=True, enable_async_checkpointing=False,
+            best_fn=(lambda m: m["valid_bound"]) if best else None, best_mode="max")
+        mngr = ocp.CheckpointManager((root / name).absolute(), options=options)
+        for step, bound in ((27, -30.0), (54, -20.0), (81, -25.0)):
+            extra = {"metrics": {"valid_bound": bound}} if best else {}
+            mngr.save(step, args=ocp.args.StandardSave(_state(step)), **extra)
+            mngr.wait_until_finished()
+        mngr.close()
+    c = C.Checkpoints(tmp_path, keep=2)
+    assert c.latest.all_steps() == [54, 81] and c.best.all_steps() == [54]
+    c.close()
+    assert step_dirs(tmp_path) == [54, 81] and step_dirs(tmp_path, "best") == [54]
+
+
+def test_progress_of_the_restored_checkpoint_survives_a_kill_between_progress_and_checkpoint(tmp_path):
+    """progress.json is written before its checkpoint and keeps the earlier checkpoints' entries: a run
+    killed after writing step 81's entry but before committing checkpoint 81 resumes from 54 with 54's
+    time, examples and validation."""
+    prior = R.load_progress(tmp_path, None)
+    R.write_progress(tmp_path, 54, prior, 10.0, 8.0, 500, {"iwae": {"5": -25.0}})
+    at54 = R.load_progress(tmp_path, 54)
+    R.write_progress(tmp_path, 81, at54, 5.0, 4.0, 250, {"iwae": {"5": -24.0}})
+    assert R.load_progress(tmp_path, 54) == at54 == {"step": 54, "wall_time_s": 10.0, "train_seconds": 8.0,
+                                                      "trained_examples": 500, "valid": {"iwae": {"5": -25.0}}}
+    assert R.load_progress(tmp_path, 81)["valid"] == {"iwae": {"5": -24.0}}
+    assert R.load_progress(tmp_path, 81)["trained_examples"] == 750
+    assert R.load_progress(tmp_path, 27)["trained_examples"] == 0  # no entry: nothing assumed
+
+
 def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     _saved(tmp_path, steps=(1,))
     _corrupt(tmp_path / "checkpoints" / "latest" / "1", "delete")

@@ -46,9 +46,13 @@ class Preempted(RuntimeError):
 SLOW_LOAD_ENV = "JAXVAE_TEST_SLOW_LOAD_S"  # test hook: delay data loading (never set it in real runs)
 
 
+PROGRESS_KEEP = 8  # progress.json keeps the entries of this many earlier checkpoints ("earlier")
+
+
 def load_progress(workdir: Path, restored_step: int | None) -> dict:
     """Wall time and examples/s accumulate over resumed segments: progress.json is written with each
-    checkpoint (``write_progress``) and read back only when it belongs to the checkpoint being resumed."""
+    checkpoint (``write_progress``) and read back only for the checkpoint being resumed (its own entry, or
+    one of the "earlier" ones kept beside it)."""
     progress = {"step": 0, "wall_time_s": 0.0, "train_seconds": 0.0, "trained_examples": 0, "valid": None}
     path = Path(workdir) / "progress.json"
     if restored_step is not None and path.exists():
@@ -56,21 +60,39 @@ def load_progress(workdir: Path, restored_step: int | None) -> dict:
             saved = json.loads(path.read_text())
         except ValueError:
             saved = {}
+        earlier = saved.pop("earlier", None) or {}
         if saved.get("step") == restored_step:
             progress.update(saved)
+        elif isinstance(earlier, dict) and isinstance(earlier.get(str(restored_step)), dict):
+            progress.update(earlier[str(restored_step)])
     return progress
 
 
 def write_progress(workdir: Path, step: int, prior: dict, wall_s: float, train_seconds: float,
                    trained_examples: int, valid: dict | None = None) -> None:
-    """progress.json at a checkpoint: ``prior`` (load_progress) plus this segment's time and examples, and
-    the latest validation bounds ``{"iwae": {K: bound}}`` (kept for results.json when a finished run is
-    evaluated again)."""
-    write_json(Path(workdir) / "progress.json", {
+    """progress.json for the checkpoint of ``step``: ``prior`` (load_progress) plus this segment's time and
+    examples, and the latest validation bounds ``{"iwae": {K: bound}}`` (kept for results.json when a
+    finished run is evaluated again). Written *before* the checkpoint (``save_checkpoint``), with the
+    entries of the previous checkpoints kept under "earlier": whichever checkpoint a relaunch restores
+    after a kill -9, its entry is there (written after the checkpoint, a kill between the two lost the
+    final validation from results.json: fault campaign, 2026-11-30)."""
+    path = Path(workdir) / "progress.json"
+    earlier = {}
+    try:
+        old = json.loads(path.read_text()) if path.exists() else {}
+        earlier = dict(old.pop("earlier", None) or {})
+        if old.get("step") is not None and old["step"] != step:
+            earlier[str(old["step"])] = old
+    except (OSError, ValueError, TypeError, AttributeError):
+        earlier = {}
+    earlier.pop(str(step), None)
+    earlier = {k: earlier[k] for k in sorted(earlier, key=lambda k: int(k))[-PROGRESS_KEEP:]}
+    write_json(path, {
         "step": step, "wall_time_s": prior["wall_time_s"] + wall_s,
         "train_seconds": prior["train_seconds"] + train_seconds,
         "trained_examples": prior["trained_examples"] + trained_examples,
-        "valid": {"iwae": valid["iwae"]} if valid else prior.get("valid")})
+        "valid": {"iwae": valid["iwae"]} if valid else prior.get("valid"),
+        "earlier": earlier})
 
 
 def due_for_validation(config, step: int, steps_per_epoch: int, total_steps: int) -> bool:
@@ -107,10 +129,10 @@ def nan_stop_message(term: str, bad_step: int, last_good: int | None, workdir: P
 
 def save_checkpoint(ckpts: Checkpoints, workdir: Path, step: int, state, valid_bound, progress: dict,
                     wall_s: float, train_seconds: float, trained_examples: int, valid_result) -> int:
-    """Checkpoint ``state`` at ``step`` (also as the best when ``valid_bound`` is given), then progress.json;
-    returns ``step`` (the new last good checkpoint)."""
-    ckpts.save(step, state._asdict(), valid_bound)
+    """progress.json (``write_progress``), then the checkpoint of ``state`` at ``step`` (also as the best
+    when ``valid_bound`` is given); returns ``step`` (the new last good checkpoint)."""
     write_progress(workdir, step, progress, wall_s, train_seconds, trained_examples, valid_result)
+    ckpts.save(step, state._asdict(), valid_bound)
     return step
 
 
