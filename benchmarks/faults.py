@@ -84,6 +84,34 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _kill_tree(pid: int) -> list[int]:
+    """SIGKILL ``pid`` and every process under it, as one event: the process is stopped first (SIGSTOP), so
+    it cannot start another one between the listing and the kill (a launcher's run started in that gap
+    escaped the harness's wait, and the lock check after the fault then found the lock of a run still
+    exiting). Returns the pids killed, to be waited for."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        pass
+    killed = [pid]
+    for _ in range(3):  # a child forked just before the stop: list again
+        new = [c for c in _children(pid) if c not in killed]
+        if not new and len(killed) > 1:
+            break
+        for c in new:
+            try:
+                os.kill(c, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        killed += new
+    for p in killed:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return killed
+
+
 def _status(wd: Path) -> dict:
     try:
         return json.loads((wd / "status.json").read_text())
@@ -109,13 +137,13 @@ def _phase(kind: str, where: Path) -> str:
     return "start-up"
 
 
-def _default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as from a terminal (a background job inherits SIG_IGN)
-
-
 def launch(kind: str, where: Path, env: dict, log) -> subprocess.Popen:
+    """Starts the process (no ``preexec_fn``: this process has imported JAX, whose threads make a plain
+    ``fork`` unsafe and warned; without it ``subprocess`` uses vfork/posix_spawn). SIGINT is as from a
+    terminal because ``main`` gives this process a SIGINT handler, which exec resets to the default (a
+    background job would otherwise pass on its inherited SIG_IGN)."""
     return subprocess.Popen(argv_for(kind, where), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=_default_sigint)
+                            start_new_session=True)
 
 
 def _load(wd: Path, step: int):
@@ -239,21 +267,17 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
             pass
         phase = _phase(kind, where)
         tree = [proc.pid, *_children(proc.pid)]  # waited for below (a killed launcher's runs are reparented)
+        if sig_name == "SIGKILL-run" and not _children(proc.pid):
+            sig_name = "SIGKILL"  # no run under the launcher yet: the machine is lost instead
         if sig_name == "SIGKILL":  # the machine is lost: the process and everything under it
-            for pid in [proc.pid, *_children(proc.pid)]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            tree = _kill_tree(proc.pid)
         elif sig_name == "SIGKILL-run":  # one run under the launcher dies
-            kids = [p for p in _children(proc.pid) if p != proc.pid]
-            if not kids:
-                os.kill(proc.pid, signal.SIGKILL)
-                for pid in _children(proc.pid):
-                    os.kill(pid, signal.SIGKILL)
-                sig_name = "SIGKILL"
-            else:
+            kids = _children(proc.pid)
+            tree += [k for k in kids if k not in tree]
+            try:
                 os.kill(kids[0], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         else:
             os.kill(proc.pid, getattr(signal, sig_name))
         try:
@@ -302,6 +326,7 @@ def main():
     p.add_argument("--no-warm", action="store_true",
                    help="no warm-up run before the reference (keeps $JAX_COMPILATION_CACHE_DIR when set)")
     a = p.parse_args()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # children exec with SIGINT at its default
     work = Path(a.work or tempfile.mkdtemp(prefix="jaxvae_faults_"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", PYTHON=sys.executable,

@@ -7,21 +7,14 @@ or config (reported before any compute, one line per problem).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
-
-def _interrupted_while_starting(signum, frame):  # noqa: ARG001
-    """SIGTERM/SIGINT before the run holds its workdir (imports, flags): nothing was written; exit 3.
-    Without it an interrupt inside an import surfaced as an ImportError traceback and exit 1."""
-    os.write(2, b"preempted: interrupted while starting (nothing was written); run the same command again\n")
-    os._exit(3)
-
-
-if __name__ == "__main__":  # before the heavy imports below; runner.sigterm_interrupts takes over later
-    for _sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(_sig, _interrupted_while_starting)
+if __name__ == "__main__":  # before the heavy imports below start any thread (runner.sigterm_interrupts)
+    # SIGTERM/SIGINT stay pending until the run's handlers are installed (runner.sigterm_interrupts), so a
+    # signal while starting is a preemption like any other (exit 3, one line), never an exception inside an
+    # import, and only the main thread can take it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -152,3 +152,85 @@ def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_
     r2 = json.loads((wd / "results.json").read_text())["test"]
     for k in r1["iwae"]:
         assert abs(r1["iwae"][k] - r2["iwae"][k]) <= 1e-4 * abs(r1["iwae"][k]), (k, r1["iwae"][k], r2["iwae"][k])
+
+
+def _two_process_helpers(tmp_path):
+    """(start, status, wait, steps) for a two-process quickstart run of 1 epoch (27 steps) in tmp_path/two."""
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, "-m", "jaxvae.main"]
+    wd = tmp_path / "two"
+    args = [a for a in PREEMPT_ARGS if "num_epochs" not in a] + ["--config.train.num_epochs=1"]
+
+    def start(hooks=({}, {})):
+        port = _free_port()
+        return [subprocess.Popen(
+            cmd + args + [f"--workdir={wd}", f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+                          "--config.parallel.num_processes=2", f"--config.parallel.process_id={i}"],
+            cwd=repo, env={**env, **hooks[i]}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in range(2)]
+
+    def status():
+        try:
+            return json.loads((wd / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait(predicate, procs, what):
+        deadline = time.time() + 300
+        while not predicate():
+            assert time.time() < deadline, f"timed out waiting for {what}"
+            assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
+            time.sleep(0.05)
+
+    def steps():
+        d = wd / "checkpoints" / "latest"
+        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+    return wd, start, status, wait, steps
+
+
+@pytest.mark.slow  # 23 s here (two processes start and build their state; under the ~15 s of the default run)
+def test_sigterm_to_one_host_while_it_loads_data_stops_every_host(tmp_path):
+    """SIGTERM to process 1 of a two-process run while it loads its data (outside the training loop; the
+    load is slowed by 6 s on that process only): process 1 records it, both meet at the agreement point
+    before the first dispatch and exit 3, status.json "preempted", no checkpoint (no step trained)."""
+    import signal
+    import time
+
+    wd, start, status, wait, steps = _two_process_helpers(tmp_path)
+    procs = start(({}, {"JAXVAE_TEST_SLOW_LOAD_S": "6"}))
+    wait(lambda: status().get("message") == "loading data", procs, "data loading")
+    time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [3, 3], [o[-2000:] for o in outs]
+    assert "preempted: a preemption signal on another process" in outs[0], outs[0][-2000:]
+    assert "preempted: signal 15 received: saved nothing" in outs[1], outs[1][-2000:]
+    assert status()["status"] == "preempted" and steps() == []
+
+
+@pytest.mark.slow  # ~1-2 min: three two-process launches, each compiling
+def test_sigterm_to_one_host_after_the_loop_stops_every_host_and_the_relaunch_finishes(tmp_path):
+    """SIGTERM to process 1 during the commit of the final checkpoint (27; every commit slowed by 3 s):
+    both stop at the agreement point before the final evaluation with that checkpoint, exit 3, no
+    results.json; the relaunch resumes from 27, only evaluates, and finishes."""
+    import signal
+
+    wd, start, status, wait, steps = _two_process_helpers(tmp_path)
+    procs = start(({"JAXVAE_TEST_SLOW_SAVE_S": "3"},) * 2)
+    wait(lambda: list((wd / "checkpoints" / "latest").glob("27.orbax-checkpoint-tmp*")), procs, "the final save")
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [3, 3], [o[-2000:] for o in outs]
+    assert "saved the final checkpoint at step 27" in outs[1], outs[1][-2000:]
+    assert status()["status"] == "preempted" and status()["step"] == 27 and steps()[-1] == 27
+    assert not (wd / "results.json").exists()
+
+    procs = start()
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    assert "resuming from checkpoint at step 27" in outs[0]
+    assert status()["status"] == "finished" and (wd / "results.json").exists()

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -313,6 +314,46 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog, how
     assert_trees_equal(state, _state(3))
 
 
+def test_superseded_steps_left_by_a_kill_are_pruned_on_open(tmp_path):
+    """A kill -9 between a save's commit and orbax's deletion of the step it replaces leaves one step too
+    many (here written by managers that keep everything); opening the run's checkpoints prunes them as
+    the next save would: the newest ``keep`` latest steps, the best step by its validation bound."""
+    import orbax.checkpoint as ocp
+
+    from jaxvae.experiment import checkpoints as C
+
+    root = tmp_path / "checkpoints"
+    for name, best in (("latest", False), ("best", True)):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None, create=True, enable_async_checkpointing=False,
+            best_fn=(lambda m: m["valid_bound"]) if best else None, best_mode="max")
+        mngr = ocp.CheckpointManager((root / name).absolute(), options=options)
+        for step, bound in ((27, -30.0), (54, -20.0), (81, -25.0)):
+            extra = {"metrics": {"valid_bound": bound}} if best else {}
+            mngr.save(step, args=ocp.args.StandardSave(_state(step)), **extra)
+            mngr.wait_until_finished()
+        mngr.close()
+    c = C.Checkpoints(tmp_path, keep=2)
+    assert c.latest.all_steps() == [54, 81] and c.best.all_steps() == [54]
+    c.close()
+    assert step_dirs(tmp_path) == [54, 81] and step_dirs(tmp_path, "best") == [54]
+
+
+def test_progress_of_the_restored_checkpoint_survives_a_kill_between_progress_and_checkpoint(tmp_path):
+    """progress.json is written before its checkpoint and keeps the earlier checkpoints' entries: a run
+    killed after writing step 81's entry but before committing checkpoint 81 resumes from 54 with 54's
+    time, examples and validation."""
+    prior = R.load_progress(tmp_path, None)
+    R.write_progress(tmp_path, 54, prior, 10.0, 8.0, 500, {"iwae": {"5": -25.0}})
+    at54 = R.load_progress(tmp_path, 54)
+    R.write_progress(tmp_path, 81, at54, 5.0, 4.0, 250, {"iwae": {"5": -24.0}})
+    assert R.load_progress(tmp_path, 54) == at54 == {"step": 54, "wall_time_s": 10.0, "train_seconds": 8.0,
+                                                      "trained_examples": 500, "valid": {"iwae": {"5": -25.0}}}
+    assert R.load_progress(tmp_path, 81)["valid"] == {"iwae": {"5": -24.0}}
+    assert R.load_progress(tmp_path, 81)["trained_examples"] == 750
+    assert R.load_progress(tmp_path, 27)["trained_examples"] == 0  # no entry: nothing assumed
+
+
 def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     _saved(tmp_path, steps=(1,))
     _corrupt(tmp_path / "checkpoints" / "latest" / "1", "delete")
@@ -555,14 +596,72 @@ def test_kill_9_sigint_and_corrupt_checkpoint_then_resume_equals_uninterrupted(r
     assert_trees_equal(load_checkpoint(ref, 81), load_checkpoint(work, 81))
 
 
-def test_sigterm_while_loading_data_exits_3_as_preempted(run_env, tmp_path):
-    """SIGTERM before the training loop (here: during a slowed-down data load) is a preemption too: exit
-    code 3, status "preempted", one line on stderr, no traceback."""
+def _worker_thread_ids(pid: int) -> list[int]:
+    return sorted(int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid)
+
+
+@pytest.mark.parametrize("to", ["process", "worker thread"])
+def test_sigterm_while_loading_data_exits_3_as_preempted(run_env, tmp_path, to):
+    """SIGTERM before the training loop (here: during a slowed-down data load of 300 s) is a preemption too:
+    exit code 3 at once, status "preempted", one line on stderr, no traceback. "worker thread": the signal
+    is sent to the id of one of the process's other threads (XLA's), as the kernel may deliver a
+    process-directed signal to any thread that does not block it; the entry point blocks it in every thread
+    but the main one, else the handler ran only when the load's sleep ended (the cold-run record's
+    timeout)."""
     wd = tmp_path / "run"
-    proc, out, err = start_main({**run_env, R.SLOW_LOAD_ENV: "60"}, wd, *SMALL)
+    proc, out, err = start_main({**run_env, R.SLOW_LOAD_ENV: "300"}, wd, *SMALL)
     wait_for(lambda: status(wd).get("message") == "loading data", proc, "data loading")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == R.EXIT_PREEMPTED  # 30 s was once too short at load ~20 (flaky record)
+    target = _worker_thread_ids(proc.pid)[-1] if to == "worker thread" else proc.pid
+    proc.send_signal(signal.SIGTERM) if target == proc.pid else os.kill(target, signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=30) == R.EXIT_PREEMPTED
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"no exit within 30 s of SIGTERM to the {to} (the data load sleeps 300 s)")
     assert status(wd)["status"] == "preempted"
     text = err.read_text()
+    assert "preempted: interrupted outside a training dispatch" in text and "Traceback" not in text
+
+
+def _start_group(env, root: Path, *extra) -> tuple[subprocess.Popen, Path]:
+    log = root.parent / f"{root.name}.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "jaxvae.experiment.vectorized", f"--config={QUICKSTART}",
+                                 f"--workdir={root / 'm0'}", f"--workdir={root / 'm1'}",
+                                 '--overrides=[{"seed": 0}, {"seed": 1}]', *SMALL, *extra],
+                                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
+    return proc, log
+
+
+def _blocked(pid: int) -> bool:
+    """Whether the process's main thread blocks SIGTERM and SIGINT."""
+    try:
+        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("SigBlk:"))
+    except (OSError, StopIteration):
+        return False
+    want = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+    return int(line.split()[1], 16) & want == want
+
+
+@pytest.mark.parametrize("when", ["importing", "loading data"])
+def test_sigterm_while_a_vectorized_group_starts_exits_3_with_every_member_preempted(run_env, tmp_path, when):
+    """SIGTERM to ``python -m jaxvae.experiment.vectorized`` during start-up: while it imports (the signal
+    waits, blocked, until the run's handler is installed; no status.json was written yet) or during the
+    slowed data load: exit 3 within seconds, every member's status.json "preempted", one line, no
+    traceback."""
+    root = tmp_path / "group"
+    proc, log = _start_group({**run_env, R.SLOW_LOAD_ENV: "300"}, root)
+    if when == "importing":  # once the entry point's first line blocked the signals (SigBlk of /proc)
+        wait_for(lambda: _blocked(proc.pid), proc, "the signals blocked", timeout=60)
+    else:
+        wait_for(lambda: "loading data" in status(root / "m1").get("message", ""), proc, "data loading")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"no exit within 60 s of SIGTERM while {when}")
+    text = log.read_text()
+    assert rc == R.EXIT_PREEMPTED, text[-3000:]
+    assert [status(root / m).get("status") for m in ("m0", "m1")] == ["preempted", "preempted"], text[-3000:]
     assert "preempted: interrupted outside a training dispatch" in text and "Traceback" not in text

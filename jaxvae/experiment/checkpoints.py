@@ -89,6 +89,28 @@ class Checkpoints:
         except OSError as e:
             raise CheckpointError(f"cannot open the checkpoint folder {self.root} ({_short(e)}); "
                                   "check the disk and the permissions of --workdir") from None
+        self._prune(self.latest, max(1, keep), best=False)
+        self._prune(self.best, 1, best=True)
+
+    @staticmethod
+    def _prune(mngr: ocp.CheckpointManager, keep: int, best: bool) -> None:
+        """Deletes the steps beyond what the manager keeps (the newest ``keep``; for "best" the best one),
+        as its next save would: a kill -9 between a save's commit and orbax's deletion of the step it
+        replaces leaves one more, and a run that saves nothing more (e.g. killed after its final save)
+        would keep it for good (fault campaign, 2026-11-30: best steps [54, 81] instead of [81])."""
+        steps = sorted(mngr.all_steps())
+        if len(steps) <= keep:
+            return
+        kept = {mngr.best_step()} if best else set(steps[-keep:])
+        if None in kept:
+            return
+        for step in steps:
+            if step not in kept:
+                try:
+                    mngr.delete(step)
+                except Exception as e:  # noqa: BLE001 - an extra old step is harmless
+                    log.warning("could not delete the superseded checkpoint step %d in %s (%s)", step,
+                                mngr.directory, _short(e))
 
     def save(self, step: int, state: Any, valid_bound: float | None = None) -> None:
         """Writes ``state`` as ``step`` (and as the best one when ``valid_bound`` is given).

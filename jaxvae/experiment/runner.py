@@ -46,9 +46,13 @@ class Preempted(RuntimeError):
 SLOW_LOAD_ENV = "JAXVAE_TEST_SLOW_LOAD_S"  # test hook: delay data loading (never set it in real runs)
 
 
+PROGRESS_KEEP = 8  # progress.json keeps the entries of this many earlier checkpoints ("earlier")
+
+
 def load_progress(workdir: Path, restored_step: int | None) -> dict:
     """Wall time and examples/s accumulate over resumed segments: progress.json is written with each
-    checkpoint (``write_progress``) and read back only when it belongs to the checkpoint being resumed."""
+    checkpoint (``write_progress``) and read back only for the checkpoint being resumed (its own entry, or
+    one of the "earlier" ones kept beside it)."""
     progress = {"step": 0, "wall_time_s": 0.0, "train_seconds": 0.0, "trained_examples": 0, "valid": None}
     path = Path(workdir) / "progress.json"
     if restored_step is not None and path.exists():
@@ -56,21 +60,39 @@ def load_progress(workdir: Path, restored_step: int | None) -> dict:
             saved = json.loads(path.read_text())
         except ValueError:
             saved = {}
+        earlier = saved.pop("earlier", None) or {}
         if saved.get("step") == restored_step:
             progress.update(saved)
+        elif isinstance(earlier, dict) and isinstance(earlier.get(str(restored_step)), dict):
+            progress.update(earlier[str(restored_step)])
     return progress
 
 
 def write_progress(workdir: Path, step: int, prior: dict, wall_s: float, train_seconds: float,
                    trained_examples: int, valid: dict | None = None) -> None:
-    """progress.json at a checkpoint: ``prior`` (load_progress) plus this segment's time and examples, and
-    the latest validation bounds ``{"iwae": {K: bound}}`` (kept for results.json when a finished run is
-    evaluated again)."""
-    write_json(Path(workdir) / "progress.json", {
+    """progress.json for the checkpoint of ``step``: ``prior`` (load_progress) plus this segment's time and
+    examples, and the latest validation bounds ``{"iwae": {K: bound}}`` (kept for results.json when a
+    finished run is evaluated again). Written *before* the checkpoint (``save_checkpoint``), with the
+    entries of the previous checkpoints kept under "earlier": whichever checkpoint a relaunch restores
+    after a kill -9, its entry is there (written after the checkpoint, a kill between the two lost the
+    final validation from results.json: fault campaign, 2026-11-30)."""
+    path = Path(workdir) / "progress.json"
+    earlier = {}
+    try:
+        old = json.loads(path.read_text()) if path.exists() else {}
+        earlier = dict(old.pop("earlier", None) or {})
+        if old.get("step") is not None and old["step"] != step:
+            earlier[str(old["step"])] = old
+    except (OSError, ValueError, TypeError, AttributeError):
+        earlier = {}
+    earlier.pop(str(step), None)
+    earlier = {k: earlier[k] for k in sorted(earlier, key=lambda k: int(k))[-PROGRESS_KEEP:]}
+    write_json(path, {
         "step": step, "wall_time_s": prior["wall_time_s"] + wall_s,
         "train_seconds": prior["train_seconds"] + train_seconds,
         "trained_examples": prior["trained_examples"] + trained_examples,
-        "valid": {"iwae": valid["iwae"]} if valid else prior.get("valid")})
+        "valid": {"iwae": valid["iwae"]} if valid else prior.get("valid"),
+        "earlier": earlier})
 
 
 def due_for_validation(config, step: int, steps_per_epoch: int, total_steps: int) -> bool:
@@ -107,10 +129,10 @@ def nan_stop_message(term: str, bad_step: int, last_good: int | None, workdir: P
 
 def save_checkpoint(ckpts: Checkpoints, workdir: Path, step: int, state, valid_bound, progress: dict,
                     wall_s: float, train_seconds: float, trained_examples: int, valid_result) -> int:
-    """Checkpoint ``state`` at ``step`` (also as the best when ``valid_bound`` is given), then progress.json;
-    returns ``step`` (the new last good checkpoint)."""
-    ckpts.save(step, state._asdict(), valid_bound)
+    """progress.json (``write_progress``), then the checkpoint of ``state`` at ``step`` (also as the best
+    when ``valid_bound`` is given); returns ``step`` (the new last good checkpoint)."""
     write_progress(workdir, step, progress, wall_s, train_seconds, trained_examples, valid_result)
+    ckpts.save(step, state._asdict(), valid_bound)
     return step
 
 
@@ -128,6 +150,12 @@ def stop_agreed(local: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(np.max(multihost_utils.process_allgather(np.asarray([int(local)], np.int32))))
+
+
+def nothing_trained(last_good: int | None) -> str:
+    """What a run stopped before its first dispatch saved: nothing new."""
+    return ("nothing new (stopped before training; the last checkpoint is step "
+            f"{last_good})" if last_good is not None else "nothing (stopped before the first training step)")
 
 
 def stop_reason(signum) -> str:
@@ -254,22 +282,34 @@ def _with_defaults(saved: dict) -> dict:
     return merge(json.loads(json.dumps(_config_fingerprint(base_config()))), saved)
 
 
+# The last SIGTERM/SIGINT this process received while a run was going on ("signal": its number, or None).
+# Inside the training loop (``_preemption_flag``) and, in a multi-process run, everywhere else too
+# (``sigterm_interrupts``), a signal only records itself here; the run acts on it at the agreement points
+# (``stop_agreed``) that every process passes: before each dispatch, and before and after the final
+# evaluation. "armed": inside ``sigterm_interrupts`` (a signal received before the run started counts).
+_received = {"signal": None, "armed": False}
+
+
 @contextlib.contextmanager
 def _preemption_flag():
-    """Turns SIGTERM/SIGINT into a flag that the loop checks at each dispatch boundary."""
-    flag = {"signal": None}
+    """Turns SIGTERM/SIGINT into a flag (``_received``) that the loop checks at each dispatch boundary."""
 
     def handler(signum, frame):
-        flag["signal"] = signum
+        _received["signal"] = signum
 
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in old:
         signal.signal(s, handler)
     try:
-        yield flag
+        yield _received
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def stop_requested() -> bool:
+    """Whether this process received SIGTERM/SIGINT during the run (see ``_received``)."""
+    return _received["signal"] is not None
 
 
 def write_json(path: Path, obj) -> None:
@@ -337,6 +377,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     """Train, checkpoint, evaluate; returns the results dict also written to <workdir>/results.json.
     Holds the workdir's lock throughout (``locks.WorkdirBusy`` when another process has it)."""
     workdir = Path(workdir)
+    if not _received["armed"]:  # a library call: a signal of an earlier run in this process is not ours
+        _received["signal"] = None
     with workdir_locks([workdir]):
         return _train_and_evaluate(config, workdir, allow_config_change, log)
 
@@ -389,7 +431,18 @@ def _train_and_evaluate(config, workdir: Path, allow_config_change: bool, log) -
     try:
         with _preemption_flag() as flag:
             step = start_step
-            while step < total_steps:
+            while True:
+                # agreement point: before every dispatch (the first one included, so a signal received
+                # while the data loaded or the state restored on any process stops every process here)
+                if step < total_steps and stop_agreed(flag["signal"] is not None):
+                    saved = f"a checkpoint at step {step}"
+                    if step > start_step and preemption_save_due(step, last_good, total_steps):
+                        save(step)
+                    elif step == start_step:
+                        saved = nothing_trained(last_good)
+                    raise preemption(stop_reason(flag["signal"]), saved)
+                if step >= total_steps:
+                    break
                 n = train_lib.dispatch_sizes(step, total_steps, steps_per_epoch,
                                              config.train.steps_per_dispatch)
                 t0 = time.time()
@@ -417,10 +470,10 @@ def _train_and_evaluate(config, workdir: Path, allow_config_change: bool, log) -
                 if need_save:
                     save(step, valid_bound)
                 _status(workdir, "running", step, f"epoch {epoch:.1f}")
-                if stop_agreed(flag["signal"] is not None) and step < total_steps:
-                    if preemption_save_due(step, last_good, total_steps):
-                        save(step)
-                    raise preemption(stop_reason(flag["signal"]), f"a checkpoint at step {step}")
+        # agreement point: before the final evaluation (the last step's checkpoint is saved)
+        if stop_agreed(stop_requested()):
+            raise preemption(stop_reason(_received["signal"]), f"the final checkpoint at step {step} "
+                             "(the test evaluation was not started)")
     except Preempted as e:
         _status(workdir, "preempted", int(state.step), str(e))
         writer.close()
@@ -437,6 +490,15 @@ def _train_and_evaluate(config, workdir: Path, allow_config_change: bool, log) -
     _status(workdir, "running", int(state.step), "evaluating on the test set")
     results = assemble_results(_final_evaluation(config, model, state, dataset, workdir, mesh), valid_result,
                                train)
+    # agreement point: after the final evaluation (a signal received during it, on any process, stops every
+    # process before results.json is written; the relaunch evaluates the final checkpoint again)
+    if stop_agreed(stop_requested()):
+        e = preemption(stop_reason(_received["signal"]), f"the final checkpoint at step {int(state.step)} "
+                       "(results.json not written)")
+        _status(workdir, "preempted", int(state.step), str(e))
+        writer.close()
+        ckpts.close()
+        raise e
     write_json(workdir / "results.json", results)
     writer.log_results(results)  # MLflow / W&B: final metrics, results.json and pictures
     writer.close()
@@ -570,36 +632,62 @@ def format_results(r: dict) -> str:
     return "\n".join(lines)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 @contextlib.contextmanager
 def sigterm_interrupts():
     """SIGTERM and SIGINT outside the training loop (data loading, checkpoint restore, compilation, final
-    evaluation) raise KeyboardInterrupt, so a preempted job exits 3 ("preempted") instead of dying silently;
-    inside the loop ``_preemption_flag`` takes over (checkpoint, then exit 3). SIGINT gets this handler too
-    (not Python's default one): otherwise ``asyncio.run`` inside orbax's restore installs its own, which
-    only cancels orbax's task, and an interrupt there was lost (the fault campaign found runs that
-    finished with exit 0 after a Ctrl-C)."""
+    evaluation): in a single-process run they raise KeyboardInterrupt, so a preempted job exits 3
+    ("preempted") at once instead of dying silently; inside the loop ``_preemption_flag`` takes over
+    (checkpoint, then exit 3). In a multi-process run a signal reaches one process only, and raising there
+    would leave the others waiting in a collective: there the handler only records it (``_received``) and
+    every process stops at the next agreement point (``stop_agreed``: before each dispatch, the first one
+    included, and before and after the final evaluation), all with the same checkpoint and exit 3.
+    SIGINT gets this handler too (not Python's default one): otherwise ``asyncio.run`` inside orbax's
+    restore installs its own, which only cancels orbax's task, and an interrupt there was lost (the fault
+    campaign found runs that finished with exit 0 after a Ctrl-C).
+
+    The entry points (``jaxvae.main``, ``jaxvae.experiment.vectorized``) block SIGTERM/SIGINT first thing,
+    before any import starts a thread, so every thread JAX/XLA starts inherits the blocked mask; here the
+    handlers are installed, then the signals are unblocked in this (the main) thread only, and one that
+    arrived while the process was starting is handled at that moment. Why: a process-directed signal goes
+    to any thread that does not block it. Taken by an XLA worker thread, Python's handler still runs in
+    the main thread, but only once the main thread's current system call returns, so a blocking wait (the
+    slowed data load of the test hook: a 60 s sleep) was not interrupted and the run stopped only when it
+    ended by itself: the SIGTERM-while-loading test's timeout in the cold-run record (reproduced by sending
+    SIGTERM to a worker thread's id: exit after the whole sleep instead of 0.3 s)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    jax.local_devices()  # the backend (and its thread pools) exists before the signals are unblocked
+    multi = jax.process_count() > 1
 
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        _received["signal"] = signum
+        if not multi:
+            raise KeyboardInterrupt(f"signal {signum}")
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    _received.update(signal=None, armed=True)
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        _received["armed"] = False
 
 
 def mark_interrupted(workdir: Path) -> None:
-    """status.json of a run interrupted outside a dispatch: "preempted" (it was "running")."""
+    """status.json of a run interrupted outside a dispatch: "preempted" (when it was "running", or when the
+    signal came before the run wrote one)."""
     try:
-        old = json.loads((workdir / "status.json").read_text())
-        if old.get("status") == "running":
+        path = workdir / "status.json"
+        old = json.loads(path.read_text()) if path.exists() else {"status": "running", "step": 0}
+        if old.get("status") == "running" and workdir.is_dir():
             _status(workdir, "preempted", old.get("step", 0),
                     "interrupted outside a training dispatch; run the same command again to resume")
     except (OSError, ValueError):

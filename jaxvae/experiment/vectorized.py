@@ -50,27 +50,32 @@ Exit codes as ``jaxvae.main``: 0 all finished, 3 preempted, 1 a member failed or
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import time
-from pathlib import Path
-from typing import Callable, Sequence
+import signal as _signal
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
+if __name__ == "__main__":  # before any import starts a thread (runner.sigterm_interrupts says why)
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGTERM, _signal.SIGINT))
 
-from jaxvae import data as data_lib
-from jaxvae.experiment import init_from, parallel
-from jaxvae.experiment import runner as R
-from jaxvae.experiment import train as train_lib
-from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
-from jaxvae.experiment.eval_driver import evaluate_members
-from jaxvae.experiment.metrics import MetricWriter
-from jaxvae.sweeps.declare import VECTORIZED_TRACED_FIELDS, is_vectorizable_field
-from jaxvae.experiment.validation import flatten
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, Sequence  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxvae import data as data_lib  # noqa: E402
+from jaxvae.experiment import init_from, parallel  # noqa: E402
+from jaxvae.experiment import runner as R  # noqa: E402
+from jaxvae.experiment import train as train_lib  # noqa: E402
+from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints  # noqa: E402
+from jaxvae.experiment.eval_driver import evaluate_members  # noqa: E402
+from jaxvae.experiment.metrics import MetricWriter  # noqa: E402
+from jaxvae.sweeps.declare import VECTORIZED_TRACED_FIELDS, is_vectorizable_field  # noqa: E402
+from jaxvae.experiment.validation import flatten  # noqa: E402
 
 __all__ = ["GroupError", "member_configs", "check_group", "train_group", "main_entry"]
 
@@ -252,6 +257,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     if len({str(Path(w).resolve()) for w in workdirs}) != len(workdirs):
         raise GroupError("two members share a workdir")
     check_group(configs)
+    if not R._received["armed"]:  # a library call: a signal of an earlier run in this process is not ours
+        R._received["signal"] = None
     with R.workdir_locks([Path(w) for w in workdirs]):  # every member's, before any file is written
         return _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectorized_eval)
 
@@ -346,7 +353,14 @@ def _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectori
 
     try:
         with R._preemption_flag() as flag:
+            first = True
             while running():
+                if first:  # agreement point before the first dispatch (a signal during start-up, any process)
+                    first = False
+                    if R.stop_agreed(flag["signal"] is not None):
+                        for m in running():
+                            m.state = "preempted"
+                        raise R.preemption(R.stop_reason(flag["signal"]), "nothing new (stopped before training)")
                 lag = min(m.step for m in running())
                 active = [m.state == "running" and m.step == lag for m in members]
                 num = train_lib.dispatch_sizes(lag, total_steps, steps_per_epoch, base.train.steps_per_dispatch)
@@ -407,6 +421,13 @@ def _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectori
                     why = ("stop requested" if flag["signal"] is None and stop_hook is not None
                            else R.stop_reason(flag["signal"]))
                     raise R.preemption(why, "a checkpoint of every unfinished member")
+            # agreement point before the final evaluation (every member's last checkpoint is saved)
+            if any(m.state == "running" for m in members) and R.stop_agreed(R.stop_requested()):
+                for m in members:
+                    if m.state == "running":
+                        m.state = "preempted"
+                raise R.preemption(R.stop_reason(flag["signal"]), "the final checkpoint of every member "
+                                   "(the test evaluation was not started)")
     except R.Preempted as e:
         for m in members:
             if m.state == "preempted":
@@ -447,6 +468,10 @@ def _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectori
                 else R._final_evaluation(c, model, state, m.dataset, m.workdir, mesh), m.valid_result,
                 R.train_results(model, c, state, steps_per_epoch, m.progress, train_wall, m.trained_examples,
                                 m.train_seconds, vectorized_group=n))
+            # agreement point after each member's evaluation (multi-process: a signal on any process stops
+            # every process before this member's results.json; single-process runs raised at the signal)
+            if jax.process_count() > 1 and R.stop_agreed(R.stop_requested()):
+                raise KeyboardInterrupt(R.stop_reason(R._received["signal"]))
             R.write_json(m.workdir / "results.json", r)
             m.writer.log_results(r)  # MLflow / W&B: final metrics, results.json and pictures
             R._status(m.workdir, "finished", int(state.step), "results.json written")
