@@ -46,6 +46,10 @@ def base_config() -> ml_collections.ConfigDict:
     # optimizer, log-weights, log-mean-exp and KL stay float32; evaluation always runs in float32)
     c.model.flow_init_scale = 1e-3  # std of the amortized flow head's kernel at init (bias 0); see
     # benchmarks/README.md (flows): 1e-3 starts planar/Sylvester layers at the identity's saddle point
+    c.model.flow_head_scale = 1.0  # amortized flow head's outputs = this constant x a Dense layer's (kernel
+    # init std flow_init_scale / this, so the initial outputs do not change); under Adam, whose steps do not
+    # depend on the gradient's scale, the head's parameters then move the flow's parameters this many times
+    # as fast: a learning-rate multiplier for the flow head (1.0 = the layer as before)
     c.model.flow_hidden = (64,)  # iaf: hidden widths of each layer's MADE network (global weights)
     c.model.flow_context = 0  # iaf: size of the per-example context the encoder feeds each MADE (0 = none)
     c.model.sylvester_variant = "orthogonal"  # sylvester: orthogonal | householder | triangular (Q's form)
