@@ -44,8 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
     c.model.compute_dtype = "float32"  # float32 | bfloat16: the networks' matmuls in training (parameters,
     # optimizer, log-weights, log-mean-exp and KL stay float32; evaluation always runs in float32)
-    c.model.flow_init_scale = 1e-3  # std of the amortized flow head's kernel at init (bias 0); see
-    # benchmarks/README.md (flows): 1e-3 starts planar/Sylvester layers at the identity's saddle point
+    c.model.flow_init_scale = 1e-3  # std of the amortized flow head's kernel at init (bias 0): planar and
+    # Sylvester layers start near the identity (0.01 and 0.05 did not train better: benchmarks/README.md, flows)
     c.model.flow_head_scale = 1.0  # amortized flow head's outputs = this constant x a Dense layer's (kernel
     # init std flow_init_scale / this, so the initial outputs do not change); under Adam, whose steps do not
     # depend on the gradient's scale, the head's parameters then move the flow's parameters this many times
