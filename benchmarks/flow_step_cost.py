@@ -2,7 +2,11 @@
 to the Gaussian posterior, measured in one process with the variants interleaved (rounds of 20 steps,
 median over rounds) so that machine load affects all alike.
 
-    python benchmarks/flow_step_cost.py [rounds]
+    python benchmarks/flow_step_cost.py [rounds] [variant substrings ...]
+
+e.g. ``python benchmarks/flow_step_cost.py 5 planar sylv`` times only the Gaussian baseline and the
+variants whose names contain "planar" or "sylv" (fewer programs to compile). Run it alone on the machine
+(``flock -x /tmp/jaxvae-cpu.lock ...``).
 """
 
 import sys
@@ -16,11 +20,15 @@ from jaxvae.experiment import train as T
 from jaxvae.experiment.configs import base_config
 from jaxvae.vae.model import VAE
 
+BASE = "gaussian (analytic KL)"
 VARIANTS = {
     "gaussian (analytic KL)": dict(),
+    "gaussian (Monte Carlo KL)": dict(analytic_kl=False),
     "planar L=10": dict(flow="planar", flow_length=10),
     "iaf L=4 (MADE 320, context 16)": dict(flow="iaf", flow_length=4, flow_hidden=(320,), flow_context=16),
     "sylvester orthogonal L=4": dict(flow="sylvester", flow_length=4, sylvester_variant="orthogonal"),
+    "sylvester orthogonal L=4, M=16 columns": dict(flow="sylvester", flow_length=4, sylvester_variant="orthogonal",
+                                                  sylvester_columns=16),
     "sylvester householder L=4 (4 refl.)": dict(flow="sylvester", flow_length=4, sylvester_variant="householder"),
     "sylvester triangular L=4": dict(flow="sylvester", flow_length=4, sylvester_variant="triangular"),
     "vampprior K=50": dict(prior="vampprior", prior_components=50),
@@ -30,12 +38,18 @@ VARIANTS = {
 
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    wanted = sys.argv[2:]
+    variants = {name: opts for name, opts in VARIANTS.items()
+                if name == BASE or not wanted or any(w in name for w in wanted)}
+    if wanted and len(variants) == 1:
+        raise SystemExit(f"no variant matches {wanted}; variants: {list(VARIANTS)}")
     x = (np.random.default_rng(0).uniform(size=(2000, 784)) > 0.7).astype(np.float32)
     x = jnp.asarray(x)
     runs = {}
-    for name, opts in VARIANTS.items():
+    for name, opts in variants.items():
+        opts = dict(opts)
         cfg = base_config()
-        cfg.objective.analytic_kl = not opts
+        cfg.objective.analytic_kl = opts.pop("analytic_kl", True)  # only the plain Gaussian has a closed form
         model = VAE(x_dim=784, latent_dim=40, encoder_hidden=(400,), decoder_hidden=(400,), **opts)
         tx = T.make_optimizer(cfg, 1e-3)
         run = T.make_run_steps(model, cfg, tx, steps_per_epoch=20, batch_size=100)
@@ -43,6 +57,7 @@ def main():
         state, info = run(state, x, 20)  # compile
         jax.block_until_ready(info.metrics)
         runs[name] = [run, state]
+        print(f"compiled {name}", file=sys.stderr, flush=True)
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, entry in runs.items():
@@ -50,7 +65,7 @@ def main():
             entry[1], info = entry[0](entry[1], x, 20)
             jax.block_until_ready(info.metrics)
             times[name].append((time.perf_counter() - t0) / 20)
-    base = np.median(times["gaussian (analytic KL)"])
+    base = np.median(times[BASE])
     print("| posterior / prior | ms per step (median) | relative to Gaussian |\n| --- | ---: | ---: |")
     for name, t in times.items():
         print(f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / base:.2f} |")

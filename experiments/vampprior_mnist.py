@@ -8,29 +8,20 @@ reproduced 85.79) is in jaxvae/sweeps/papers/tomczak2018.json; this file's MLP i
     ./launch.sh experiments/vampprior_mnist.py --config.train.budget=0.05 --config.eval.max_examples=1000
 """
 
-from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.configs import flow_mnist_config
 
 
 def get_config():
-    c = base_config()
+    c = flow_mnist_config()  # binarized MNIST, ELBO, batch 100, 100 passes, constant schedule
     c.name = "vampprior_mnist"
-    c.data.name = "binarized_mnist"
-    c.model.latent_dim = 40
     c.model.encoder_hidden = (300, 300)
     c.model.decoder_hidden = (300, 300)
-    c.model.activation = "tanh"
     c.model.prior = "vampprior"
     c.model.prior_components = 500
     c.model.prior_init = "data"
-    c.objective.name = "elbo"
     c.objective.kl_warmup_steps = 0
-    c.train.batch_size = 100
-    c.train.schedule = "constant"
-    c.train.num_epochs = 100
     c.train.learning_rate = 5e-4
-    c.train.log_every_steps = 5000
-    c.train.eval_every_epochs = 10
-    c.eval.ks = (1, 5, 50, 5000)
+    c.train.grad_clip_norm = 0.0  # no clipping here
     return c
 
 

@@ -279,3 +279,40 @@ def test_config_options_validated_and_reach_the_model():
     c.model.update(flow="iaf", flow_hidden=(5, 6), flow_context=4)
     f = build_model(c, 12).flow_part
     assert f.hidden == (5, 6) and f.context == 4
+
+
+def test_flow_head_scale_keeps_init_and_scales_adams_step():
+    """model.flow_head_scale c: the amortized flow head's outputs at init do not change (kernel std
+    init_scale / c, outputs times c), and one Adam step moves them c times as far (a learning-rate
+    multiplier for the head); c = 0 is rejected; the config field reaches the encoder."""
+    import optax
+
+    from jaxvae.experiment.configs import base_config
+    from jaxvae.experiment.runner import build_model
+    from jaxvae.experiment.validation import ConfigError, validate_config
+
+    x = jnp.asarray((np.random.default_rng(0).uniform(size=(3, 6)) > 0.5).astype(np.float32))
+    moved = {}
+    for c in (1.0, 0.1):
+        m = VAE(x_dim=6, latent_dim=2, encoder_hidden=(5,), decoder_hidden=(5,), flow="planar", flow_length=2,
+                flow_init_scale=0.05, flow_head_scale=c)
+        params = m.init(jax.random.key(0))
+        before = m.encode(params, x).flow_params["u"]
+        grad = jax.grad(lambda p: jnp.sum(m.encode(p, x).flow_params["u"]))(params)
+        tx = optax.adam(1e-3, eps=1e-12)
+        updates, _ = tx.update(grad, tx.init(params), params)
+        # the head's own step (the shared hidden layer's step moves h, the same for every c)
+        updates["encoder"] = {k: (v if k.startswith("flow_") else jax.tree.map(jnp.zeros_like, v))
+                              for k, v in updates["encoder"].items()}
+        after = m.encode(optax.apply_updates(params, updates), x).flow_params["u"]
+        if c == 1.0:
+            ref = before
+        np.testing.assert_allclose(before, ref, rtol=1e-5, atol=1e-7)
+        moved[c] = float(jnp.mean(jnp.abs(after - before)))
+    np.testing.assert_allclose(moved[0.1] / moved[1.0], 0.1, rtol=1e-3)
+    cfg = base_config()
+    cfg.model.flow_head_scale = 0.0
+    with pytest.raises(ConfigError, match="model.flow_head_scale"):
+        validate_config(cfg)
+    cfg.model.update(flow_head_scale=0.25, flow="planar", flow_length=2)
+    assert build_model(cfg, 12).encoder.flow_head_scale == 0.25

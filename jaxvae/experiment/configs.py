@@ -44,8 +44,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
     c.model.compute_dtype = "float32"  # float32 | bfloat16: the networks' matmuls in training (parameters,
     # optimizer, log-weights, log-mean-exp and KL stay float32; evaluation always runs in float32)
-    c.model.flow_init_scale = 1e-3  # std of the amortized flow head's kernel at init (bias 0); see
-    # benchmarks/README.md (flows): 1e-3 starts planar/Sylvester layers at the identity's saddle point
+    c.model.flow_init_scale = 1e-3  # std of the amortized flow head's kernel at init (bias 0): planar and
+    # Sylvester layers start near the identity (0.01 and 0.05 did not train better: benchmarks/README.md, flows)
+    c.model.flow_head_scale = 1.0  # amortized flow head's outputs = this constant x a Dense layer's (kernel
+    # init std flow_init_scale / this, so the initial outputs do not change); under Adam, whose steps do not
+    # depend on the gradient's scale, the head's parameters then move the flow's parameters this many times
+    # as fast: a learning-rate multiplier for the flow head (1.0 = the layer as before)
     c.model.flow_hidden = (64,)  # iaf: hidden widths of each layer's MADE network (global weights)
     c.model.flow_context = 0  # iaf: size of the per-example context the encoder feeds each MADE (0 = none)
     c.model.sylvester_variant = "orthogonal"  # sylvester: orthogonal | householder | triangular (Q's form)
@@ -178,5 +182,30 @@ def iwae_paper_config() -> ml_collections.ConfigDict:
     c.train.log_every_steps = 5000
     c.train.eval_every_epochs = 10
     c.train.checkpoint_every_epochs = 1
+    c.eval.ks = (1, 5, 50, 5000)
+    return c
+
+
+def flow_mnist_config() -> ml_collections.ConfigDict:
+    """The setting shared by the flow-posterior and learned-prior experiments (planar_flow_mnist,
+    flows_mnist, vampprior_mnist): statically binarized MNIST, one-hidden-layer 784-400-40 tanh MLPs,
+    Bernoulli, single-sample ELBO, batch 100, 100 passes at a constant Adam learning rate 1e-3 with
+    gradient clipping at norm 100, IWAE_K for K = 1, 5, 50, 5000 at evaluation. The experiment files set
+    the posterior / prior (and vampprior_mnist its own network sizes and learning rate)."""
+    c = base_config()
+    c.data.name = "binarized_mnist"
+    c.model.latent_dim = 40
+    c.model.encoder_hidden = (400,)
+    c.model.decoder_hidden = (400,)
+    c.model.activation = "tanh"
+    c.objective.name = "elbo"
+    c.objective.k = 1
+    c.train.batch_size = 100
+    c.train.schedule = "constant"
+    c.train.num_epochs = 100
+    c.train.learning_rate = 1e-3
+    c.train.grad_clip_norm = 100.0
+    c.train.log_every_steps = 5000
+    c.train.eval_every_epochs = 10
     c.eval.ks = (1, 5, 50, 5000)
     return c

@@ -238,7 +238,8 @@ def build_model(config: ml_collections.ConfigDict, x_dim: int, image_shape=None)
 
 def flow_prior_options(m: ml_collections.ConfigDict) -> dict:
     """The VAE fields of the IAF / Sylvester flows and the VampPrior / mixture priors (model.* options)."""
-    return dict(flow_init_scale=float(m.flow_init_scale), flow_hidden=tuple(m.flow_hidden),
+    return dict(flow_init_scale=float(m.flow_init_scale), flow_head_scale=float(m.flow_head_scale),
+                flow_hidden=tuple(m.flow_hidden),
                 flow_context=int(m.flow_context), sylvester_variant=m.sylvester_variant,
                 sylvester_columns=int(m.sylvester_columns), sylvester_reflections=int(m.sylvester_reflections),
                 prior_components=int(m.prior_components), prior_init=m.prior_init)

@@ -47,7 +47,7 @@ MINIMUM = {
     "parallel.member_shards": (0, False), "model.stochastic_layers": (1, False),
     "eval.train_examples": (0, False), "eval.binarize_seed": (-1, False),
     "model.conv_kernel": (1, False), "model.num_mixtures": (1, False),
-    "model.flow_init_scale": (0, False), "model.flow_context": (0, False), "model.sylvester_columns": (0, False),
+    "model.flow_init_scale": (0, False), "model.flow_head_scale": (0, True), "model.flow_context": (0, False), "model.sylvester_columns": (0, False),
     "model.sylvester_reflections": (1, False), "model.prior_components": (1, False),
     "eval.ais.examples": (0, False), "eval.ais.num_steps": (1, False), "eval.ais.chains": (1, False),
     "eval.ais.leapfrog_steps": (1, False), "eval.ais.step_size": (0, True), "eval.ais.target_accept": (0, True),

@@ -74,6 +74,7 @@ class VAE:
     compute_dtype: str = "float32"  # matmul dtype of the networks: float32 | bfloat16 (parameters stay f32)
     # options of the newer parts (read by their ``from_model``); defaults leave the parts above unchanged
     flow_init_scale: float = 1e-3  # std of the amortized flow head's kernel at init
+    flow_head_scale: float = 1.0  # multiplier of the amortized flow head's outputs (see configs)
     flow_hidden: Sequence[int] = (64,)  # IAF: MADE hidden widths
     flow_context: int = 0  # IAF: size of the per-example context from the encoder (0 = none)
     sylvester_variant: str = "orthogonal"  # orthogonal | householder | triangular
@@ -137,7 +138,7 @@ class VAE:
                                     self.network == "resnet", shapes, self.flow_length if shapes else 0)
         return Encoder(tuple(self.encoder_hidden), self.latent_dim, self.activation, shapes,
                        self.flow_length if shapes else 0, self.network_dtype,
-                       self.flow_init_scale)
+                       self.flow_init_scale, self.flow_head_scale)
 
     @property
     def decoder(self) -> Decoder:

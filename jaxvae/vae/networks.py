@@ -67,6 +67,7 @@ class Encoder(nn.Module):
     flow_length: int = 0
     dtype: Any = None
     flow_init_scale: float = 1e-3  # std of the flow head's kernel at init (its bias starts at 0)
+    flow_head_scale: float = 1.0  # the flow head's outputs are this constant times a Dense layer's
 
     @nn.compact
     def __call__(self, x):
@@ -78,8 +79,11 @@ class Encoder(nn.Module):
             flow_params = {}
             for name, shape in self.flow_shapes:
                 size = self.flow_length * math.prod(shape)
+                c = self.flow_head_scale  # raw = c (h W + b), W ~ N(0, (init_scale / c)^2) at init
                 raw = _f32(nn.Dense(size, name=f"flow_{name}", dtype=self.dtype,
-                                    kernel_init=nn.initializers.normal(self.flow_init_scale))(h))
+                                    kernel_init=nn.initializers.normal(self.flow_init_scale / c))(h))
+                if c != 1.0:
+                    raw = c * raw
                 raw = raw.reshape(raw.shape[:-1] + (self.flow_length,) + tuple(shape))
                 flow_params[name] = jnp.moveaxis(raw, -1 - len(shape), 0)
         return mu, logvar, flow_params
