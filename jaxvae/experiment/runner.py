@@ -391,7 +391,7 @@ def _train_and_evaluate(config, workdir: Path, allow_config_change: bool, log) -
             step = start_step
             while step < total_steps:
                 n = train_lib.dispatch_sizes(step, total_steps, steps_per_epoch,
-                                             config.train.steps_per_dispatch)
+                                             train_lib.dispatch_steps(config, model))
                 t0 = time.time()
                 state, info = run_steps(state, x_train, n)
                 metrics = {k: float(v) for k, v in jax.device_get(info.metrics).items()}
