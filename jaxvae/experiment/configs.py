@@ -58,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.prior_components = 500  # vampprior: pseudo-inputs K; mog: mixture components
     c.model.prior_init = "data"  # vampprior pseudo-inputs: data (K training examples) | random (N(0.5, 0.01^2))
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
-    c.model.network = "mlp"  # mlp | conv | resnet (jaxvae.vae.conv; conv nets ignore *_hidden)
+    c.model.network = "mlp"  # mlp | conv | resnet | gated (jaxvae.vae.conv; conv nets ignore *_hidden)
     c.model.conv_widths = (32, 64)  # channels of the encoder's conv stages (the decoder reverses them)
     c.model.conv_kernel = 3  # kernel size of every (transposed) convolution
     c.model.conv_strides = (2, 2)  # per stage; image height and width must divide by their product
@@ -87,7 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.adam_b2 = 0.999
     c.train.adam_eps = 1e-4
     c.train.grad_clip_norm = 0.0  # 0 = no clipping
-    c.train.steps_per_dispatch = 0  # steps fused into one lax.scan call; 0 = one epoch
+    c.train.steps_per_dispatch = 0  # steps fused into one lax.scan call; 0 = one epoch (conv nets on CPU: 1, see
+    # train.dispatch_steps: XLA:CPU runs conv gradients inside a loop ~20x slower)
     c.train.log_every_steps = 500
     c.train.eval_every_epochs = 1  # validation bound (for the best checkpoint); 0 = only at the end
     c.train.checkpoint_every_epochs = 1

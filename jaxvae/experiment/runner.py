@@ -445,7 +445,7 @@ def _train_and_evaluate(config, workdir: Path, allow_config_change: bool, log) -
                 if step >= total_steps:
                     break
                 n = train_lib.dispatch_sizes(step, total_steps, steps_per_epoch,
-                                             config.train.steps_per_dispatch)
+                                             train_lib.dispatch_steps(config, model))
                 t0 = time.time()
                 state, info = run_steps(state, x_train, n)
                 metrics = {k: float(v) for k, v in jax.device_get(info.metrics).items()}

@@ -198,7 +198,11 @@ def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_
             return (new_state, bad_step, bad_term), (metrics, ok)
 
         init = (state, jnp.int32(-1), jnp.int32(0))
-        (state, bad_step, bad_term), (metrics, oks) = jax.lax.scan(body, init, jnp.arange(num_steps))
+        if num_steps == 1:  # straight-line code, no loop: see dispatch_steps (conv nets on CPU)
+            (state, bad_step, bad_term), (metrics, ok) = body(init, jnp.int32(0))
+            metrics, oks = {k: v[None] for k, v in metrics.items()}, ok[None]
+        else:
+            (state, bad_step, bad_term), (metrics, oks) = jax.lax.scan(body, init, jnp.arange(num_steps))
         w = oks.astype(jnp.float32)
         denom = jnp.maximum(w.sum(), 1.0)
         means = {k: jnp.sum(jnp.where(oks, v, 0.0)) / denom for k, v in metrics.items()}
@@ -207,6 +211,18 @@ def make_run_steps(model: VAE, config: ml_collections.ConfigDict, tx, steps_per_
     if not jit:
         return run_steps
     return jax.jit(run_steps, static_argnums=2, donate_argnums=0)
+
+
+def dispatch_steps(config: ml_collections.ConfigDict, model: VAE) -> int:
+    """``train.steps_per_dispatch``, except that a convolutional model on CPU with the default 0 (one epoch
+    per dispatch) gets 1: XLA:CPU runs convolutions inside a loop (lax.scan / while) about 20x slower than
+    the same step as straight-line code (a conv MNIST ELBO step: 3.7 CPU-s in a scan against 0.17 CPU-s
+    outside, 2026-11-30, benchmarks/README.md "Conv VAE"), and a one-step dispatch has no loop. An explicit
+    value is kept."""
+    per = int(config.train.steps_per_dispatch)
+    if per == 0 and getattr(model, "is_conv", False) and jax.default_backend() == "cpu":
+        return 1
+    return per
 
 
 def dispatch_sizes(step: int, total: int, steps_per_epoch: int, steps_per_dispatch: int) -> int:

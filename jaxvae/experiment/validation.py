@@ -16,7 +16,7 @@ CHOICES = {
     "model.activation": ("tanh", "relu", "elu", "gelu", "softplus", "sigmoid", "identity"),
     "model.decoder_output_act": ("identity", "sigmoid", "tanh", "softplus"),
     "train.schedule": ("constant", "iwae"),
-    "model.network": ("mlp", "conv", "resnet"),
+    "model.network": ("mlp", "conv", "resnet", "gated"),  # = jaxvae.vae.conv.NETWORKS (tested)
     "model.normalization": ("none", "layer", "group"),
     "model.compute_dtype": ("float32", "bfloat16"),
     "train.nan_policy": ("stop", "skip"),

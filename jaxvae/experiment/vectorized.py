@@ -363,7 +363,8 @@ def _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectori
                         raise R.preemption(R.stop_reason(flag["signal"]), "nothing new (stopped before training)")
                 lag = min(m.step for m in running())
                 active = [m.state == "running" and m.step == lag for m in members]
-                num = train_lib.dispatch_sizes(lag, total_steps, steps_per_epoch, base.train.steps_per_dispatch)
+                num = train_lib.dispatch_sizes(lag, total_steps, steps_per_epoch,
+                                               train_lib.dispatch_steps(base, model))
                 t0 = time.time()
                 stacked, info = group_steps(stacked, x_train, hp, parallel.put(np.asarray(active), by_member),
                                             num)

@@ -8,6 +8,12 @@ Two families, chosen by ``model.network``:
   likelihood head. The shape of DCGAN-style VAEs (as in pythae's MNIST/CIFAR nets), made small.
 - ``resnet``: each stage is the strided (transposed) convolution followed by one pre-activation residual
   block h + conv(act(norm(conv(act(norm(h)))))) (He et al. 2016), as in the IAF/NVAE encoders.
+- ``gated``: the ``conv`` stack with every hidden layer gated (van den Berg et al. 2018, Sylvester flows;
+  Dauphin et al. 2017): h = (W_f * x + b_f) * sigmoid(W_g * x + b_g) for the strided convolutions, the
+  decoder's Dense to the smallest map and the transposed convolutions. The gate is the nonlinearity
+  (``model.activation`` is not used); normalization, if any, follows the gate. W_f and W_g are stored as
+  one kernel of 2 C outputs (the first C are the filter, the last C the gate): the same function and the
+  same initial distribution as two separate kernels, in one convolution. The output heads are not gated.
 
 Normalization is ``none``, ``layer`` (over H, W, C of each example) or ``group`` (GroupNorm, Wu & He
 2018); never batch norm, whose batch statistics would couple the examples (and the K importance samples)
@@ -21,15 +27,17 @@ output-bias init of the MLP decoder applies unchanged). Outputs keep the image l
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxvae.vae.networks import activation
 
-NETWORKS = ("mlp", "conv", "resnet")
+NETWORKS = ("mlp", "conv", "resnet", "gated")
 NORMALIZATIONS = ("none", "layer", "group")
 
 
@@ -58,6 +66,99 @@ def _fold(x, event_ndim: int):
     """(lead..., event...) -> ((B, event...), lead): convolutions take one batch axis."""
     lead = x.shape[: x.ndim - event_ndim]
     return x.reshape((-1, *x.shape[x.ndim - event_ndim:])), lead
+
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _strided_conv(u, w, strides):
+    """The "SAME" strided convolution whose transpose is ``conv_transpose`` (kernel in its own layout)."""
+    return jax.lax.conv_general_dilated(u, w, strides, "SAME", dimension_numbers=_DN)
+
+
+def _transposed_kernel(kernel):
+    """conv_transpose's kernel (k, k, C_in, C_out), un-flipped as in flax/lax.conv_transpose -> the kernel
+    (k, k, C_out, C_in) of the strided convolution it is the transpose of (an involution)."""
+    return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_transpose(x, kernel, strides):
+    """flax.linen.ConvTranspose's computation (padding "SAME", transpose_kernel=False), the same numbers,
+    with a hand-written gradient. y = S^T x where S is the "SAME" strided convolution with kernel
+    ``_transposed_kernel(kernel)``, so dL/dx = S(dL/dy) and dL/dkernel is the kernel gradient of S at input
+    dL/dy and output cotangent x. Why: XLA:CPU computes the kernel gradient of lax.conv_transpose
+    (a convolution of the lhs-dilated input) ~25x slower than a strided convolution's kernel gradient
+    (0.5 against 12 GFLOP per CPU-second at 7x7x32 -> 14x14x32, batch 500, measured 2026-11-30), and
+    it dominated conv VAE training (benchmarks/README.md, "Conv VAE")."""
+    return jax.lax.conv_transpose(x, kernel, strides, "SAME", dimension_numbers=_DN)
+
+
+def _conv_transpose_fwd(x, kernel, strides):
+    return conv_transpose(x, kernel, strides), (x, kernel)
+
+
+def _conv_transpose_bwd(strides, res, g):
+    x, kernel = res
+    w = _transposed_kernel(kernel)
+    # <S(g, w), x> = <y, g> = L's linearisation: dL/dkernel is S's kernel vjp with cotangent x
+    _, vjp = jax.vjp(lambda w: _strided_conv(g, w, strides), w)
+    (dw,) = vjp(x.astype(g.dtype))
+    return _strided_conv(g, w, strides).astype(x.dtype), _transposed_kernel(dw).astype(kernel.dtype)
+
+
+conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+class ConvTranspose(nn.Module):
+    """nn.ConvTranspose(features, (k, k), (s, s)) (padding "SAME") with the same parameters ("kernel"
+    (k, k, C_in, C_out) lecun-normal, "bias" zeros: the same values for the same key) and outputs, computed
+    by ``conv_transpose`` (a fast kernel gradient on CPU)."""
+
+    features: int
+    kernel: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.linear.default_kernel_init,
+                            (self.kernel, self.kernel, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return conv_transpose(x, kernel, (self.stride, self.stride)) + bias
+
+
+def gate(y):
+    """(..., 2 C) -> (..., C): the first C channels (filter) times the sigmoid of the last C (gate)."""
+    f, g = jnp.split(y, 2, axis=-1)
+    return f * nn.sigmoid(g)
+
+
+class GatedConv(nn.Module):
+    """(W_f * x + b_f) * sigmoid(W_g * x + b_g) (van den Berg et al. 2018); ``transpose`` for the
+    transposed convolution. Parameters: one "conv" kernel (k, k, C_in, 2 C_out) and bias (2 C_out)."""
+
+    features: int
+    kernel: int
+    stride: int = 1
+    transpose: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        if self.transpose:
+            y = ConvTranspose(2 * self.features, self.kernel, self.stride, name="conv")(x)
+        else:
+            y = nn.Conv(2 * self.features, (self.kernel, self.kernel), (self.stride, self.stride), name="conv")(x)
+        return gate(y)
+
+
+class GatedDense(nn.Module):
+    """(W_f x + b_f) * sigmoid(W_g x + b_g): one "dense" kernel of 2 ``features`` outputs."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        return gate(nn.Dense(2 * self.features, name="dense")(x))
 
 
 class ResBlock(nn.Module):
@@ -90,11 +191,15 @@ class ConvEncoder(nn.Module):
     residual: bool = False
     flow_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     flow_length: int = 0
+    gated: bool = False
 
     @nn.compact
     def __call__(self, x):
         h, lead = _fold(x, 3)
         for i, (width, stride) in enumerate(zip(self.widths, self.strides)):
+            if self.gated:
+                h = _norm(self.norm, f"norm_{i}")(GatedConv(width, self.kernel, stride, name=f"gated_{i}")(h))
+                continue
             h = nn.Conv(width, (self.kernel, self.kernel), (stride, stride), name=f"conv_{i}")(h)
             if self.residual:
                 h = ResBlock(self.kernel, self.act, self.norm, name=f"res_{i}")(h)
@@ -144,6 +249,7 @@ class ConvDecoder(nn.Module):
     norm: str = "none"
     residual: bool = False
     output_act: str = "identity"
+    gated: bool = False
 
     @nn.compact
     def __call__(self, z):
@@ -152,12 +258,20 @@ class ConvDecoder(nn.Module):
         widths = tuple(reversed(tuple(self.widths)))
         strides = tuple(reversed(tuple(self.strides)))
         z, lead = _fold(z, 1)
-        h = nn.Dense((h_img // f) * (w_img // f) * widths[0], name="dense")(z)
-        h = activation(self.act)(h).reshape(-1, h_img // f, w_img // f, widths[0])
+        size = (h_img // f) * (w_img // f) * widths[0]
+        if self.gated:
+            h = GatedDense(size, name="gated_dense")(z)
+        else:
+            h = activation(self.act)(nn.Dense(size, name="dense")(z))
+        h = h.reshape(-1, h_img // f, w_img // f, widths[0])
         for i, (width, stride) in enumerate(zip(widths, strides)):
+            if self.gated:
+                h = GatedConv(width, self.kernel, stride, transpose=True, name=f"gated_deconv_{i}")(h)
+                h = _norm(self.norm, f"norm_{i}")(h)
+                continue
             if self.residual:
                 h = ResBlock(self.kernel, self.act, self.norm, name=f"res_{i}")(h)
-            h = nn.ConvTranspose(width, (self.kernel, self.kernel), (stride, stride), name=f"deconv_{i}")(h)
+            h = ConvTranspose(width, self.kernel, stride, name=f"deconv_{i}")(h)
             h = activation(self.act)(_norm(self.norm, f"norm_{i}")(h))
         outs = []
         for i, (name, width, zero_init) in enumerate(self.heads):

@@ -65,7 +65,7 @@ class VAE:
     # images (jaxvae.vae.conv): x_shape = (H, W, C) makes x image-shaped (flat (..., x_dim) inputs are
     # reshaped); None = flat vectors, the MLP path exactly as before
     x_shape: tuple[int, ...] | None = None
-    network: str = "mlp"  # mlp | conv | resnet
+    network: str = "mlp"  # mlp | conv | resnet | gated
     conv_widths: Sequence[int] = (32, 64)
     conv_kernel: int = 3
     conv_strides: Sequence[int] = (2, 2)
@@ -135,7 +135,8 @@ class VAE:
         if self.is_conv:
             return conv.ConvEncoder(tuple(self.conv_widths), self.latent_dim, self.conv_kernel,
                                     tuple(self.conv_strides), self.activation, self.normalization,
-                                    self.network == "resnet", shapes, self.flow_length if shapes else 0)
+                                    self.network == "resnet", shapes, self.flow_length if shapes else 0,
+                                    gated=self.network == "gated")
         return Encoder(tuple(self.encoder_hidden), self.latent_dim, self.activation, shapes,
                        self.flow_length if shapes else 0, self.network_dtype,
                        self.flow_init_scale, self.flow_head_scale)
@@ -146,7 +147,8 @@ class VAE:
         if self.is_conv:
             return conv.ConvDecoder(tuple(self.conv_widths), tuple(self.x_shape), heads, self.conv_kernel,
                                     tuple(self.conv_strides), self.activation, self.normalization,
-                                    self.network == "resnet", self.decoder_output_act)
+                                    self.network == "resnet", self.decoder_output_act,
+                                    gated=self.network == "gated")
         return Decoder(tuple(self.decoder_hidden), heads, self.activation, self.decoder_output_act,
                        self.network_dtype)
 
