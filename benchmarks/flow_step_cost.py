@@ -4,6 +4,10 @@ median over rounds) so that machine load affects all alike.
 
     python benchmarks/flow_step_cost.py [rounds] [variant substrings ...]
 
+``python benchmarks/flow_step_cost.py --flops [substrings ...]`` times nothing: it prints XLA's count of
+floating-point operations of one ELBO gradient (batch 100) per variant, relative to the Gaussian posterior
+(a machine-independent proxy; it needs no quiet machine).
+
 e.g. ``python benchmarks/flow_step_cost.py 5 planar sylv`` times only the Gaussian baseline and the
 variants whose names contain "planar" or "sylv" (fewer programs to compile). Run it alone on the machine
 (``flock -x /tmp/jaxvae-cpu.lock ...``).
@@ -36,13 +40,52 @@ VARIANTS = {
 }
 
 
+def flops(variants):
+    """XLA's flop count of one ELBO value-and-gradient (batch 100) per variant."""
+    from jaxvae.vae import objectives
+
+    # XLA counts a loop body once, whatever its trip count: unroll the flows' scans over layers and the
+    # Bjorck iterations' fori_loop so that every iteration is counted
+    scan = jax.lax.scan
+    jax.lax.scan = lambda f, init, xs=None, length=None, **kw: scan(f, init, xs, length, **{**kw, "unroll": True})
+
+    def fori_loop(lower, upper, body, init, **_):
+        for i in range(lower, upper):
+            init = body(i, init)
+        return init
+
+    jax.lax.fori_loop = fori_loop
+    x = jnp.asarray((np.random.default_rng(0).uniform(size=(100, 784)) > 0.7).astype(np.float32))
+    out = {}
+    for name, opts in variants.items():
+        opts = dict(opts)
+        analytic = opts.pop("analytic_kl", True)
+        model = VAE(x_dim=784, latent_dim=40, encoder_hidden=(400,), decoder_hidden=(400,), **opts)
+        params = model.init(jax.random.key(0), data=np.asarray(x))
+        fn = jax.jit(jax.value_and_grad(
+            lambda p, k: objectives.elbo_loss(model, p, x, k, analytic_kl=analytic)[0]))
+        cost = fn.lower(params, jax.random.key(1)).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        out[name] = float(cost["flops"])
+        print(f"analysed {name}", file=sys.stderr, flush=True)
+    print("| posterior / prior | GFLOP per step (XLA count) | relative to Gaussian |\n| --- | ---: | ---: |")
+    for name, f in out.items():
+        print(f"| {name} | {f / 1e9:.3f} | {f / out[BASE]:.2f} |")
+
+
 def main():
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    wanted = sys.argv[2:]
+    count_flops = "--flops" in sys.argv[1:]
+    args = [a for a in sys.argv[1:] if a != "--flops"]
+    if count_flops:
+        args = ["0"] + args
+    rounds = int(args[0]) if args else 5
+    wanted = args[1:]
     variants = {name: opts for name, opts in VARIANTS.items()
                 if name == BASE or not wanted or any(w in name for w in wanted)}
     if wanted and len(variants) == 1:
         raise SystemExit(f"no variant matches {wanted}; variants: {list(VARIANTS)}")
+    if count_flops:
+        return flops(variants)
     x = (np.random.default_rng(0).uniform(size=(2000, 784)) > 0.7).astype(np.float32)
     x = jnp.asarray(x)
     runs = {}
