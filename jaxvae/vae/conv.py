@@ -89,8 +89,8 @@ def conv_transpose(x, kernel, strides):
     ``_transposed_kernel(kernel)``, so dL/dx = S(dL/dy) and dL/dkernel is the kernel gradient of S at input
     dL/dy and output cotangent x. Why: XLA:CPU computes the kernel gradient of lax.conv_transpose
     (a convolution of the lhs-dilated input) ~25x slower than a strided convolution's kernel gradient
-    (0.5 against 12 GFLOP per CPU-second at 7x7x32 -> 14x14x32, batch 500, measured 2026-11-30), and
-    it dominated conv VAE training (benchmarks/README.md, "Conv VAE")."""
+    (0.5 against 12 GFLOP per CPU-second at 7x7x32 -> 14x14x32, batch 500, measured 2026-11-30;
+    benchmarks/README.md, "Conv VAE")."""
     return jax.lax.conv_transpose(x, kernel, strides, "SAME", dimension_numbers=_DN)
 
 
@@ -101,10 +101,10 @@ def _conv_transpose_fwd(x, kernel, strides):
 def _conv_transpose_bwd(strides, res, g):
     x, kernel = res
     w = _transposed_kernel(kernel)
-    # <S(g, w), x> = <y, g> = L's linearisation: dL/dkernel is S's kernel vjp with cotangent x
-    _, vjp = jax.vjp(lambda w: _strided_conv(g, w, strides), w)
+    # <y, g> = <S(g, w), x>: dL/dx = S(g, w) (the primal below), dL/dkernel = S's kernel vjp at cotangent x
+    dx, vjp = jax.vjp(lambda w: _strided_conv(g, w, strides), w)
     (dw,) = vjp(x.astype(g.dtype))
-    return _strided_conv(g, w, strides).astype(x.dtype), _transposed_kernel(dw).astype(kernel.dtype)
+    return dx.astype(x.dtype), _transposed_kernel(dw).astype(kernel.dtype)
 
 
 conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
