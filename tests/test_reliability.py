@@ -295,6 +295,25 @@ def _corrupt(step_dir: Path, how: str) -> None:
         (step_dir / "default" / "_METADATA").unlink()
 
 
+def test_kill_between_best_and_latest_save_leaves_a_resumable_older_latest(tmp_path, monkeypatch):
+    """A crash inside ``save`` after the best copy but before "latest": the relaunch resumes from the older
+    latest step (and retrains to this one), never from a latest step whose best copy is missing."""
+    c = Checkpoints(tmp_path, keep=5)
+    c.save(1, _state(1), valid_bound=-1.0)
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("killed between the two saves")
+
+    monkeypatch.setattr(c.latest, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        c.save(2, _state(2), valid_bound=-0.5)
+    assert c.best.all_steps() == [2] and c.latest.all_steps() == [1]
+    c.close()
+    monkeypatch.undo()
+    state, step = _restore(tmp_path)
+    assert step == 1 and int(state["step"]) == 1
+
+
 @pytest.mark.parametrize("how", ["truncate", "delete", "garble", "metadata"])
 def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog, how):
     _saved(tmp_path)

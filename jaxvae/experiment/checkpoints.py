@@ -119,9 +119,14 @@ class Checkpoints:
         """
         state = jax.device_get(state)
         previous = self.latest.latest_step()
-        todo = [(self.latest, {})]
+        # The best copy first, then "latest": a relaunch resumes from "latest", so a kill -9 between the two
+        # saves then retrains (deterministically) to this step and saves both again. In the other order it
+        # found the step done and never wrote the best copy (fault campaign, 2026-11-30: a group member's
+        # best step stayed 54 where the uninterrupted run's was 81).
+        todo = []
         if valid_bound is not None:
             todo.append((self.best, {"metrics": {"valid_bound": float(valid_bound)}}))
+        todo.append((self.latest, {}))
         for mngr, extra in todo:
             try:
                 if step in mngr.all_steps():  # recomputed after a fallback past a corrupt step
