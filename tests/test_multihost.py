@@ -101,6 +101,24 @@ PREEMPT_ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs
                 "--config.train.steps_per_dispatch=3", "--config.train.checkpoint_every_epochs=1"]
 
 
+def _launch_two(repo, env, argv, wd, hooks=({}, {})):
+    """Processes 0 and 1 of a two-process run of ``argv`` in ``wd`` on localhost (a fresh coordinator port);
+    ``hooks[i]``: extra environment of process i."""
+    port = _free_port()
+    return [subprocess.Popen(
+        argv + [f"--workdir={wd}", f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+                "--config.parallel.num_processes=2", f"--config.parallel.process_id={i}"],
+        cwd=repo, env={**env, **hooks[i]}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)]
+
+
+def _status(wd):
+    try:
+        return json.loads((wd / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_path):
     """SIGTERM to process 1 only of a two-process run: at the next dispatch boundary both processes agree to
     stop, save the same step and exit 3; relaunching both resumes and finishes with the numbers of an
@@ -114,19 +132,11 @@ def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_
     wd = tmp_path / "two"
 
     def start(slow_save=None):
-        port = _free_port()
         extra = {"JAXVAE_TEST_SLOW_SAVE_S": slow_save} if slow_save else {}
-        return [subprocess.Popen(
-            cmd + PREEMPT_ARGS + [f"--workdir={wd}", f"--config.parallel.coordinator_address=127.0.0.1:{port}",
-                                  "--config.parallel.num_processes=2", f"--config.parallel.process_id={i}"],
-            cwd=repo, env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for i in range(2)]
+        return _launch_two(repo, env, cmd + PREEMPT_ARGS, wd, (extra, extra))
 
     def status():
-        try:
-            return json.loads((wd / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
+        return _status(wd)
 
     procs = start(slow_save="2.0")  # slowed commits: the signal lands well before the end (54 steps)
     deadline = time.time() + 300
@@ -165,18 +175,10 @@ def _two_process_helpers(tmp_path):
     args = [a for a in PREEMPT_ARGS if "num_epochs" not in a] + ["--config.train.num_epochs=1"]
 
     def start(hooks=({}, {})):
-        port = _free_port()
-        return [subprocess.Popen(
-            cmd + args + [f"--workdir={wd}", f"--config.parallel.coordinator_address=127.0.0.1:{port}",
-                          "--config.parallel.num_processes=2", f"--config.parallel.process_id={i}"],
-            cwd=repo, env={**env, **hooks[i]}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for i in range(2)]
+        return _launch_two(repo, env, cmd + args, wd, hooks)
 
     def status():
-        try:
-            return json.loads((wd / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
+        return _status(wd)
 
     def wait(predicate, procs, what):
         deadline = time.time() + 300
