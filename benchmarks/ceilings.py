@@ -71,11 +71,7 @@ def time_scan(body, carry, args, n: int, reps: int = 5) -> float:
     a matrix product lets it sum the operands first, so products are reduced with max)."""
     f = jax.jit(lambda c, a: jax.lax.scan(lambda c, _: (body(c, a), None), c, None, length=n)[0])
     jax.block_until_ready(f(carry, args))
-    walls = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(f(carry, args))
-        walls.append(time.perf_counter() - t)
+    walls, _ = bench.timed(lambda: jax.block_until_ready(f(carry, args)), reps)
     return float(np.median(walls)) / n
 
 
