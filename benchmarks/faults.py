@@ -305,11 +305,22 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
 
 
 def _is_alive(pid: int) -> bool:
-    """Running (a zombie has closed its files, so it counts as gone)."""
+    """Whether any thread of ``pid`` is still running. Not the leader's state alone: when a multithreaded
+    process (every JAX run) is killed, its leader thread can be a zombie ("Z" in /proc/<pid>/stat) while
+    other threads are still exiting, and the files (the workdir lock with them) are closed only when the
+    last thread ends. Judging by the leader alone, the harness checked the lock in that window and
+    reported "lock still held after the process ended" (tests/test_faults.py reproduces the window)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
         return False
+    for t in tasks:
+        try:
+            if Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
 
 
 def main():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 from runhelpers import ROOT
 
@@ -19,3 +20,38 @@ def test_group_survives_random_faults_with_nothing_lost(run_env, tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     summary = json.loads(p.stdout.split("# summary ", 1)[1])
     assert summary["faults"] >= 1 and summary["trials_with_problems"] == 0, p.stdout[-3000:]
+
+
+_LEADER_EXITS = """
+import ctypes, fcntl, os, sys, threading, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+threading.Thread(target=lambda: time.sleep(float(sys.argv[2]))).start()
+print("locked", flush=True)
+ctypes.CDLL(None).pthread_exit(None)  # the leader thread ends; the other thread keeps the process alive
+"""
+
+
+def test_process_with_a_zombie_leader_still_counts_as_alive(tmp_path):
+    """The harness's "lock still held after the process ended" (third campaign): a killed multithreaded run
+    whose leader thread was already a zombie while another thread still held its files (and the lock)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import faults
+    from jaxvae.experiment import locks
+
+    p = subprocess.Popen([sys.executable, "-c", _LEADER_EXITS, str(tmp_path / ".lock"), "2"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        for _ in range(100):  # the leader's exit is asynchronous to our read
+            stat = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            if stat == "Z":
+                break
+            time.sleep(0.02)
+        assert stat == "Z"  # what the old check looked at
+        assert locks.is_held(tmp_path) is not None  # ... while the lock is held
+        assert faults._is_alive(p.pid)  # the fixed check sees the live thread
+    finally:
+        p.wait(timeout=30)
+    assert locks.is_held(tmp_path) is None
+    assert not faults._is_alive(p.pid)
