@@ -126,8 +126,8 @@ def _phase(kind: str, where: Path) -> str:
         return "checkpoint save"
     msgs = [_status(wd).get("message", "") for wd in wds]
     states = [_status(wd).get("status") for wd in wds]
-    if kind == "launcher" and all(s == "finished" for s in states):
-        return "report writing"
+    if all(s == "finished" for s in states):  # its work done: the launcher's report, a run's exit
+        return "report writing" if kind == "launcher" else "exit after finishing"
     if any("evaluating" in m for m in msgs):
         return "evaluation"
     if any(m.startswith("epoch") for m in msgs):

@@ -684,3 +684,26 @@ def test_sigterm_while_a_vectorized_group_starts_exits_3_with_every_member_preem
     assert rc == R.EXIT_PREEMPTED, text[-3000:]
     assert [status(root / m).get("status") for m in ("m0", "m1")] == ["preempted", "preempted"], text[-3000:]
     assert "preempted: interrupted outside a training dispatch" in text and "Traceback" not in text
+
+
+_TEARDOWN = """
+import os, signal, sys, time
+signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))  # as the entry points
+from jaxvae.experiment import runner as R
+with R.sigterm_interrupts():
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+os.kill(os.getpid(), signal.SIGTERM)  # during the exit, after the run's outcome is known
+time.sleep(0.2)
+print("outcome kept")
+sys.exit(0)
+"""
+
+
+def test_signal_after_the_run_keeps_its_exit_code(run_env):
+    """The fault campaign's finished group that exited -15: a SIGTERM after ``sigterm_interrupts`` (the
+    interpreter's exit) met the restored default handler with the signals unblocked. The entry points'
+    blocked mask is now restored too, so the exit code stays the outcome's."""
+    p = subprocess.run([sys.executable, "-c", _TEARDOWN], cwd=ROOT, env=run_env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0 and "outcome kept" in p.stdout, (p.returncode, p.stderr[-2000:])

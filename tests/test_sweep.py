@@ -88,6 +88,9 @@ def main(argv):
     with open(os.path.join(wd, "results.json"), "w") as f:
         json.dump(results, f)
     _status(wd, "finished", 300)
+    if os.environ.get("FAKE_SIGTERM_AT_EXIT"):  # a signal while exiting, after it finished (default handler)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
 
 
 if __name__ == "__main__":
@@ -262,6 +265,14 @@ def test_parallel_cpu_runs_get_their_own_cpus(tmp_path, env):
     p = _launch([exp, "--parallel", "2", "--no-report", "--no-vectorize", "--no-pin", "--rerun"], tmp_path, env)
     assert p.returncode == 0, p.stdout + p.stderr
     assert _launches(tmp_path / "runs" / "tiny" / "k=1,seed=0")[-1]["cpus"] == mine
+
+
+def test_run_signalled_while_exiting_after_it_finished_counts_as_finished(tmp_path, env):
+    """A run killed by a signal after it wrote its results (its exit code -15) is finished, not failed."""
+    exp = _write_experiment(tmp_path, ks=(1,))
+    p = _launch([exp, "--no-report", "--no-vectorize"], tmp_path, dict(env, FAKE_SIGTERM_AT_EXIT="1"))
+    assert p.returncode == 0 and "2 finished" in p.stdout and "FAILED" not in p.stdout, p.stdout + p.stderr
+    assert json.loads((tmp_path / "runs" / "tiny" / "k=1,seed=0" / "launch.json").read_text())["exit_code"] == -15
 
 
 def test_launch_parallel_then_skip(tmp_path, env):

@@ -673,10 +673,15 @@ def sigterm_interrupts():
 
     _received.update(signal=None, armed=True)
     old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         yield
     finally:
+        # the mask first, then the handlers: the entry points get their blocked mask back, so a signal
+        # during the exit after the run's outcome is known (interpreter and XLA teardown, seconds under
+        # load) stays pending and the exit code is the outcome's (0 / 3 / 1), not death by SIGTERM (-15)
+        # with the default handler restored (the fault campaign: a finished group that exited -15)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         for s, h in old.items():
             signal.signal(s, h)
         _received["armed"] = False

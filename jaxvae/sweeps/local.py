@@ -192,8 +192,8 @@ class _Launcher:
         _write_json(job.launch_path, info)
         if rc is not None and rc < 0:
             _mark_killed(job, -rc)
-        if rc == 0:
-            state = "finished"
+        if rc == 0 or (rc is not None and rc < 0 and all(is_finished(r.workdir) for r in job.runs)):
+            state = "finished"  # (a signal during its exit, after it had finished, is not a failure)
         elif rc == 1 and _refused_as_busy(job.log_path):
             state = "held"
         elif rc == EXIT_PREEMPTED or (self.stop and rc in (-signal.SIGTERM, 128 + signal.SIGTERM)):
