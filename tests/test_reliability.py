@@ -687,23 +687,55 @@ def test_sigterm_while_a_vectorized_group_starts_exits_3_with_every_member_preem
 
 
 _TEARDOWN = """
-import os, signal, sys, time
+import os, signal, sys, threading, time
 signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))  # as the entry points
 from jaxvae.experiment import runner as R
 with R.sigterm_interrupts():
     assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    worker = threading.Thread(target=time.sleep, args=(2.0,))  # as orbax's: inherits the unblocked mask
+    worker.start()
 assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 os.kill(os.getpid(), signal.SIGTERM)  # during the exit, after the run's outcome is known
-time.sleep(0.2)
+signal.pthread_kill(worker.ident, signal.SIGTERM)  # ... and taken by that thread
+time.sleep(0.3)
 print("outcome kept")
 sys.exit(0)
 """
 
 
 def test_signal_after_the_run_keeps_its_exit_code(run_env):
-    """The fault campaign's finished group that exited -15: a SIGTERM after ``sigterm_interrupts`` (the
-    interpreter's exit) met the restored default handler with the signals unblocked. The entry points'
-    blocked mask is now restored too, so the exit code stays the outcome's."""
+    """The fault campaign's finished runs that exited -15: a SIGTERM after ``sigterm_interrupts`` (the
+    interpreter's exit) met the restored default action, in the main thread or in a thread started inside
+    the block (its mask unblocked). An entry point's signals are ignored once the outcome is known, so the
+    exit code stays the outcome's."""
     p = subprocess.run([sys.executable, "-c", _TEARDOWN], cwd=ROOT, env=run_env, capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0 and "outcome kept" in p.stdout, (p.returncode, p.stderr[-2000:])
+
+
+_DURING_IMPORT = """
+import os, signal, sys, threading, time
+signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))  # as the entry points
+sys.path.insert(0, sys.argv[1])
+from jaxvae.experiment import runner as R
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+try:
+    with R.sigterm_interrupts():
+        import slow_module  # its top-level code sleeps 1 s: the signal lands inside the import
+        time.sleep(30)  # outside imports a blocking wait is interrupted at once
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted after the import:", sys.modules["slow_module"].DONE)
+"""
+
+
+def test_signal_inside_an_import_is_handled_after_it(run_env, tmp_path):
+    """A KeyboardInterrupt raised inside an import can cross a C++ extension's boundary (torch's pybind11
+    module init, imported by tensorboardX: std::terminate, exit -6, found by the fault campaign). The
+    handler defers it until the import is over; a blocking wait after it is still interrupted."""
+    (tmp_path / "slow_module.py").write_text("import time\ntime.sleep(1.0)\nDONE = True\n")
+    t = __import__("time").time()
+    p = subprocess.run([sys.executable, "-c", _DURING_IMPORT, str(tmp_path)], cwd=ROOT, env=run_env,
+                       capture_output=True, text=True, timeout=300)
+    assert "interrupted after the import: True" in p.stdout, (p.stdout, p.stderr[-2000:])
+    assert __import__("time").time() - t < 25  # the 30 s sleep was interrupted

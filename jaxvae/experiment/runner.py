@@ -636,6 +636,15 @@ def format_results(r: dict) -> str:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def _inside_import(frame) -> bool:
+    """Whether ``frame`` (a signal handler's) runs inside an import (a module's top-level code)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def sigterm_interrupts():
     """SIGTERM and SIGINT outside the training loop (data loading, checkpoint restore, compilation, final
@@ -668,8 +677,18 @@ def sigterm_interrupts():
 
     def handler(signum, frame):
         _received["signal"] = signum
-        if not multi:
-            raise KeyboardInterrupt(f"signal {signum}")
+        if multi:
+            return
+        if _inside_import(frame):
+            # Raising inside an import can cross a C++ extension's exception boundary: the fault campaign
+            # had a SIGTERM land in torch's module initialization (imported by tensorboardX for the metric
+            # writer), where pybind11 turned the KeyboardInterrupt into std::terminate (exit -6, no
+            # checkpoint of the interruption). So the signal is re-sent to the main thread every 50 ms
+            # until the import is over, and handled then (a blocking wait outside imports is still
+            # interrupted at once).
+            threading.Timer(0.05, signal.pthread_kill, (threading.main_thread().ident, signum)).start()
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
 
     _received.update(signal=None, armed=True)
     old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
@@ -677,13 +696,17 @@ def sigterm_interrupts():
     try:
         yield
     finally:
-        # the mask first, then the handlers: the entry points get their blocked mask back, so a signal
-        # during the exit after the run's outcome is known (interpreter and XLA teardown, seconds under
-        # load) stays pending and the exit code is the outcome's (0 / 3 / 1), not death by SIGTERM (-15)
-        # with the default handler restored (the fault campaign: a finished group that exited -15)
+        # The entry points (which blocked the signals) are exiting once the run's outcome is known: a
+        # signal during that exit (interpreter and XLA teardown, seconds under load) must not turn the
+        # outcome's exit code (0 / 3 / 1) into death by SIGTERM (-15). Restoring their blocked mask is not
+        # enough: threads started inside this block (orbax's, XLA's lazily created pools) inherited the
+        # unblocked mask and would take the signal with the default action restored (the fault campaign's
+        # finished runs that exited -15, reproduced by a SIGTERM just after "finished"). So there the
+        # signals are ignored from here on; elsewhere (tests, notebooks) the old handlers come back.
+        blocked = all(s in old_mask for s in STOP_SIGNALS)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if blocked else h)
         _received["armed"] = False
 
 
