@@ -739,3 +739,10 @@ def test_signal_inside_an_import_is_handled_after_it(run_env, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert "interrupted after the import: True" in p.stdout, (p.stdout, p.stderr[-2000:])
     assert __import__("time").time() - t < 25  # the 30 s sleep was interrupted
+
+
+@pytest.mark.parametrize("bad", [1, 2.5, [1, "json"]])
+def test_imports_of_the_wrong_type_is_a_config_error(bad):
+    """Found by the override fuzzer: ``imports=1`` raised a TypeError from deep inside validation."""
+    with pytest.raises(validation.ConfigError, match="imports: expected a module name"):
+        validation.validate_config(validation.override(_experiment("beta_vae"), {"imports": bad}))

@@ -211,6 +211,9 @@ def import_modules(modules) -> list[str]:
     problems = []
     if isinstance(modules, str):
         modules = (modules,)
+    if modules and (not isinstance(modules, (list, tuple)) or not all(isinstance(m, str) for m in modules)):
+        return [f"imports: expected a module name or a list of module names, got {modules!r}; e.g. "
+                "--config.imports='(\"mypkg.parts\",)'"]
     for name in modules or ():
         try:
             importlib.import_module(name)
