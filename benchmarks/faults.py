@@ -218,9 +218,9 @@ def check_after_fault(kind: str, where: Path, rc: int, sig: str, before: dict) -
             problems.append(f"{wd.name}: status failed after {sig} (rc {rc}): {_status(wd)}")
         if kind != "launcher" and rc == 3 and st not in ("preempted", "finished", None):
             problems.append(f"{wd.name}: exit 3 but status {st}")
-        if kind != "launcher" and rc == 0 and _status(wd).get("status") != "finished":  # (also when a relaunch
-            # of a finished run left it as it was: the sixth campaign's one flagged trial)
-            problems.append(f"{wd.name}: exit 0 but status {st}")
+        now = _status(wd).get("status")  # (not st: a relaunch of a finished run leaves it as it was)
+        if kind != "launcher" and rc == 0 and now != "finished":
+            problems.append(f"{wd.name}: exit 0 but status {now}")
         if wd.is_dir() and locks.is_held(wd):
             problems.append(f"{wd.name}: lock still held after the process ended")
     if rc not in (0, 3, -9, 137, -15, 143, -2, 130) and not (kind == "launcher" and rc == 1):
@@ -268,15 +268,13 @@ def trial(kind: str, rng: random.Random, where: Path, ref: Path, base_env: dict,
             pass
         phase = _phase(kind, where)
         tree = [proc.pid, *_children(proc.pid)]  # waited for below (a killed launcher's runs are reparented)
-        if sig_name == "SIGKILL-run" and not _children(proc.pid):
+        if sig_name == "SIGKILL-run" and len(tree) == 1:
             sig_name = "SIGKILL"  # no run under the launcher yet: the machine is lost instead
         if sig_name == "SIGKILL":  # the machine is lost: the process and everything under it
             tree = _kill_tree(proc.pid)
         elif sig_name == "SIGKILL-run":  # one run under the launcher dies
-            kids = _children(proc.pid)
-            tree += [k for k in kids if k not in tree]
             try:
-                os.kill(kids[0], signal.SIGKILL)
+                os.kill(tree[1], signal.SIGKILL)
             except ProcessLookupError:
                 pass
         else:

@@ -72,6 +72,8 @@ def summarize(root: str = "runs/bench/iwae_hier_static") -> str:
         s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")
         return m, s
 
+    if not runs:
+        return f"no finished runs under {root}"
     any_run = next(iter(next(iter(runs.values())).values()))
     ts = any_run.get("train_set") or {}
     lines = [f"budget {any_run['config']['train']['budget']} ({any_run['train']['epochs']} passes), "

@@ -308,6 +308,13 @@ def _preemption_flag():
             signal.signal(s, h)
 
 
+def forget_earlier_signal() -> None:
+    """At the start of a run called as a library (not inside ``sigterm_interrupts``): a signal that an
+    earlier run in this process received is not this run's."""
+    if not _received["armed"]:
+        _received["signal"] = None
+
+
 def stop_requested() -> bool:
     """Whether this process received SIGTERM/SIGINT during the run (see ``_received``)."""
     return _received["signal"] is not None
@@ -378,8 +385,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     """Train, checkpoint, evaluate; returns the results dict also written to <workdir>/results.json.
     Holds the workdir's lock throughout (``locks.WorkdirBusy`` when another process has it)."""
     workdir = Path(workdir)
-    if not _received["armed"]:  # a library call: a signal of an earlier run in this process is not ours
-        _received["signal"] = None
+    forget_earlier_signal()
     with workdir_locks([workdir]):
         return _train_and_evaluate(config, workdir, allow_config_change, log)
 
@@ -692,8 +698,10 @@ def sigterm_interrupts():
 
     _received.update(signal=None, armed=True)
     old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])  # (unchanged: read only)
     try:
+        # inside the try: a signal pending since start-up raises here, and the finally still restores
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         yield
     finally:
         # The entry points (which blocked the signals) are exiting once the run's outcome is known: a

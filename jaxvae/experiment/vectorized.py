@@ -257,8 +257,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     if len({str(Path(w).resolve()) for w in workdirs}) != len(workdirs):
         raise GroupError("two members share a workdir")
     check_group(configs)
-    if not R._received["armed"]:  # a library call: a signal of an earlier run in this process is not ours
-        R._received["signal"] = None
+    R.forget_earlier_signal()
     with R.workdir_locks([Path(w) for w in workdirs]):  # every member's, before any file is written
         return _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectorized_eval)
 
@@ -353,14 +352,12 @@ def _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectori
 
     try:
         with R._preemption_flag() as flag:
-            first = True
+            # agreement point before the first dispatch (a signal during start-up, on any process)
+            if running() and R.stop_agreed(flag["signal"] is not None):
+                for m in running():
+                    m.state = "preempted"
+                raise R.preemption(R.stop_reason(flag["signal"]), "nothing new (stopped before training)")
             while running():
-                if first:  # agreement point before the first dispatch (a signal during start-up, any process)
-                    first = False
-                    if R.stop_agreed(flag["signal"] is not None):
-                        for m in running():
-                            m.state = "preempted"
-                        raise R.preemption(R.stop_reason(flag["signal"]), "nothing new (stopped before training)")
                 lag = min(m.step for m in running())
                 active = [m.state == "running" and m.step == lag for m in members]
                 num = train_lib.dispatch_sizes(lag, total_steps, steps_per_epoch,
