@@ -298,3 +298,46 @@ def test_group_validates_at_a_final_step_mid_epoch_like_solo(tmp_path):
     valid_steps = [json.loads(l)["step"] for l in (tmp_path / "g0" / "metrics.jsonl").read_text().splitlines()
                    if json.loads(l)["split"] == "valid"]
     assert valid_steps[-1] == steps
+
+
+def test_failing_final_evaluation_leaves_the_run_failed_not_running(tmp_path, monkeypatch):
+    """An error in the final test evaluation (after training finished) records status "failed" with the
+    error, and keeps the final checkpoint, so a relaunch evaluates again without retraining."""
+    c = tiny_config()
+    c.train.num_epochs = 1
+
+    def explode(*a, **k):
+        raise RuntimeError("evaluation exploded")
+
+    monkeypatch.setattr(R, "_final_evaluation", explode)
+    with pytest.raises(RuntimeError, match="evaluation exploded"):
+        R.train_and_evaluate(c, tmp_path / "run", log=quiet)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and "evaluation exploded" in status["message"]
+    _, step = final_params(c, tmp_path / "run")
+    assert step == status["step"] > 0
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_group_whose_joint_test_evaluation_fails_evaluates_member_by_member(tmp_path, monkeypatch):
+    """The members' joint (vmapped) test evaluation failing, e.g. out of memory, is not the end of the
+    group: each member is then evaluated on its own, to the same numbers."""
+    c = tiny_config()
+    c.train.num_epochs = 1
+    configs = V.member_configs(c, [{"seed": 0}, {"seed": 1}])
+    real = V._evaluate_together
+
+    def joint(model, stacked, members, spec, mesh, log, what):
+        if what == "test":
+            raise MemoryError("too many members at once")
+        return real(model, stacked, members, spec, mesh, log, what)
+
+    monkeypatch.setattr(V, "_evaluate_together", joint)
+    lines = []
+    dirs = [tmp_path / "g0", tmp_path / "g1"]
+    results = V.train_group(configs, dirs, log=lines.append, vectorized_eval=True)
+    assert any("joint test evaluation failed (MemoryError" in line for line in lines)
+    assert all(r is not None and np.isfinite(r["test"]["nll"]) for r in results)
+    assert [json.loads((d / "status.json").read_text())["status"] for d in dirs] == ["finished", "finished"]
+    solo = R.train_and_evaluate(configs[1], tmp_path / "solo", log=quiet)
+    assert_same_results(results[1], solo, rtol=1e-5)

@@ -481,38 +481,39 @@ def _train_and_evaluate(config, workdir: Path, allow_config_change: bool, log) -
         if stop_agreed(stop_requested()):
             raise preemption(stop_reason(_received["signal"]), f"the final checkpoint at step {step} "
                              "(the test evaluation was not started)")
+        train = train_results(model, config, state, steps_per_epoch, progress, time.time() - t_start,
+                              trained_examples, train_seconds)
+        _status(workdir, "running", int(state.step), "evaluating on the test set")
+        results = assemble_results(_final_evaluation(config, model, state, dataset, workdir, mesh),
+                                   valid_result, train)
+        # agreement point: after the final evaluation (a signal received during it, on any process, stops
+        # every process before results.json is written; the relaunch evaluates the final checkpoint again)
+        if stop_agreed(stop_requested()):
+            raise preemption(stop_reason(_received["signal"]), f"the final checkpoint at step "
+                             f"{int(state.step)} (results.json not written)")
     except Preempted as e:
-        _status(workdir, "preempted", int(state.step), str(e))
-        writer.close()
-        ckpts.close()
+        _end_run(workdir, "preempted", int(state.step), str(e), writer, ckpts)
         raise
-    except Exception as e:
-        _status(workdir, "failed", int(state.step), f"{type(e).__name__}: {e}")
-        writer.close()
-        ckpts.close()
+    except Exception as e:  # a failing final evaluation too: status.json must not stay "running"
+        _end_run(workdir, "failed", int(state.step), f"{type(e).__name__}: {e}", writer, ckpts)
         raise
-    train = train_results(model, config, state, steps_per_epoch, progress, time.time() - t_start,
-                          trained_examples, train_seconds)
-
-    _status(workdir, "running", int(state.step), "evaluating on the test set")
-    results = assemble_results(_final_evaluation(config, model, state, dataset, workdir, mesh), valid_result,
-                               train)
-    # agreement point: after the final evaluation (a signal received during it, on any process, stops every
-    # process before results.json is written; the relaunch evaluates the final checkpoint again)
-    if stop_agreed(stop_requested()):
-        e = preemption(stop_reason(_received["signal"]), f"the final checkpoint at step {int(state.step)} "
-                       "(results.json not written)")
-        _status(workdir, "preempted", int(state.step), str(e))
-        writer.close()
-        ckpts.close()
-        raise e
     write_json(workdir / "results.json", results)
     writer.log_results(results)  # MLflow / W&B: final metrics, results.json and pictures
-    writer.close()
-    ckpts.close()
-    _status(workdir, "finished", int(state.step), "results.json written")
+    _end_run(workdir, "finished", int(state.step), "results.json written", writer, ckpts)
     log(format_results(results))
     return results
+
+
+def _end_run(workdir: Path, status: str, step: int, message: str, writer, ckpts) -> None:
+    """Closes a run's metric writer and checkpoint manager and records its outcome in status.json.
+    "finished" is written after both are flushed, so it promises that everything is on disk; any other
+    outcome before, so that a slow or interrupted flush cannot leave the run looking "running"."""
+    if status != "finished":
+        _status(workdir, status, step, message)
+    writer.close()
+    ckpts.close()
+    if status == "finished":
+        _status(workdir, status, step, message)
 
 
 def _subset(x, labels, size: int):

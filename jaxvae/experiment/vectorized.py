@@ -452,6 +452,10 @@ def _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectori
                 R._status(m.workdir, "preempted", m.step, "interrupted during the final evaluation")
                 m.close()
             raise
+        except Exception as e:  # e.g. out of memory with every member at once: evaluate one at a time
+            log(f"the members' joint test evaluation failed ({type(e).__name__}: {e}); "
+                "evaluating them one after another")
+            tests = {}
     results = []
     for m in members:
         if m.state != "running":
