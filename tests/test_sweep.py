@@ -266,6 +266,25 @@ def test_parallel_cpu_runs_get_their_own_cpus(tmp_path, env):
     assert _launches(tmp_path / "runs" / "tiny" / "k=1,seed=0")[-1]["cpus"] == mine
 
 
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and >= 2 CPUs")
+def test_pinning_does_not_fork_a_launcher_that_started_jax(tmp_path, env):
+    """A config that computes with JAX at import starts JAX's threads in the launcher; pinning the runs to
+    their CPUs must not fork that process (JAX warns "os.fork() was called"; a fork of a multithreaded
+    process can deadlock), so the launcher execs the runs through a pinning program instead."""
+    body = TINY.format(ks=[1]).replace("def get_config", "import jax.numpy as jnp\n_ = jnp.ones(2) + 1\n\n\n"
+                                                       "def get_config")
+    exp = _write_experiment(tmp_path, body=body)
+    env = dict(env, PATH="/usr/bin:/bin", JAX_PLATFORMS="cpu")
+    p = _launch([exp, "--parallel", "2", "--no-report", "--no-vectorize"], tmp_path, env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "os.fork()" not in p.stdout + p.stderr
+    mine = sorted(os.sched_getaffinity(0))
+    half = len(mine) // 2
+    sets = {tuple(_launches(tmp_path / "runs" / "tiny" / n)[0]["cpus"]) for n in ("k=1,seed=0", "k=1,seed=1")}
+    assert sets == {tuple(mine[:half]), tuple(mine[half:])}, sets
+
 def test_run_signalled_while_exiting_after_it_finished_counts_as_finished(tmp_path, env):
     """A run killed by a signal after it wrote its results (its exit code -15) is finished, not failed."""
     exp = _write_experiment(tmp_path, ks=(1,))

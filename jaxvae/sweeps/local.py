@@ -169,9 +169,9 @@ class _Launcher:
                   f"{'' if dev is None else ' CUDA_VISIBLE_DEVICES=' + dev}"
                   f"{'' if cores is None else ' cpus=' + ','.join(map(str, cores))}: {cmd}\n".encode())
         log.flush()
-        proc = subprocess.Popen(job.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True, pass_fds=[lock.fd for lock in held],
-                                preexec_fn=None if cores is None else (lambda: os.sched_setaffinity(0, cores)))
+        argv = job.argv if cores is None else pinned_argv(job.argv, cores)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True, pass_fds=[lock.fd for lock in held])
         for lock in held:  # the child holds them now (the same open file descriptions)
             lock.release()
         start = time.time()
@@ -272,6 +272,23 @@ def _refused_as_busy(log_path: str) -> bool:
         return False
     last = tail.rsplit("\n=== ", 1)[-1]
     return "error: workdir" in last and " is in use by " in last
+
+
+# Sets the CPU affinity, then becomes the command (exec: same pid, same open descriptors, locks included).
+_PIN = ("import os, sys\n"
+        "os.sched_setaffinity(0, [int(c) for c in sys.argv[1].split(',')])\n"
+        "try:\n"
+        "    os.execvp(sys.argv[2], sys.argv[2:])\n"
+        "except OSError as e:\n"
+        "    sys.exit(f'error: cannot start {sys.argv[2]!r}: {e}')\n")
+
+
+def pinned_argv(argv: Sequence[str], cores: Sequence[int]) -> list[str]:
+    """``argv`` run on ``cores`` only, through a small Python program that sets the affinity and execs it.
+    Not a ``preexec_fn``: that makes ``subprocess`` fork this process running Python's at-fork hooks, which
+    is unsafe (and warned about by JAX) once a config of the sweep (e.g. experiments/custom_parts.py) has
+    started JAX's threads here; without one, ``subprocess`` uses vfork/posix_spawn."""
+    return [sys.executable, "-c", _PIN, ",".join(map(str, cores)), *argv]
 
 
 def cpu_slots(parallel: int) -> list[list[int]]:
