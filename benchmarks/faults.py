@@ -55,7 +55,9 @@ def argv_for(kind: str, where: Path) -> list[str]:
     if kind == "group":
         return [py, "-m", "jaxvae.experiment.vectorized", f"--config={QS}", f"--workdir={where / 'm0'}",
                 f"--workdir={where / 'm1'}", '--overrides=[{"seed": 0}, {"seed": 1}]', *SMALL]
-    return [str(ROOT / "launch.sh"), QS, "--root", str(where / "root"), "--no-vectorize", *SMALL]
+    # --parallel 2: both runs at once, each pinned to its share of the CPUs (the pinning program execs them)
+    return [str(ROOT / "launch.sh"), QS, "--root", str(where / "root"), "--no-vectorize", "--parallel", "2",
+            *SMALL]
 
 
 def workdirs(kind: str, where: Path) -> list[Path]:
