@@ -55,6 +55,9 @@ def test_grid_mean_std_difference_and_active_units():
     # the elbo k=1 run stands for both VAE k=1 and IWAE k=1 (the same objective)
     om = next(r for r in grows if r[0] == "Omniglot, 1 layer, k=1")
     assert dict(zip(gh, om))["VAE diff"] == "-18.11" and dict(zip(gh, om))["IWAE diff"] == "-18.11"
+    assert "the z_1 count is an upper bound" in sec["note"]  # deep models' z_1 count is flagged
+    one_layer = {s["file"]: s for s in P.paper_tables(runs[2:])}["burda2015_table1.json"]
+    assert "upper bound" not in one_layer["note"]
 
 
 def test_match_needs_every_field_and_assume_stands_in():

@@ -281,6 +281,10 @@ def paper_tables(runs: Sequence[dict], assume: dict | None = None, folder: str |
                      "published values are anchors from another setting, not like-for-like.")
         better = ("lower is better; " if table.metric in LOWER_IS_BETTER else "") + \
             "diff = ours − paper; train − test: the train-set value minus the test value"
+        if any(len(line.active_per_layer) > 1 for line in lines):
+            better += ("; active units of a deep model, per layer z_1 first, by Cov_x E_q[z_l] > 1e-2: the "
+                       "z_1 count is an upper bound, since a z_1 unit whose posterior follows its prior "
+                       "p(z_1|z_2) passes it while carrying ~0 nats (docs/iwae_paper.md)")
         out.append({"title": table.title, "file": table.file, "note": f"{note} ({better}.)", "tables": tables})
     return out
 
