@@ -116,11 +116,11 @@ def summarize(root: str = "runs/bench/iwae_hier_static") -> str:
 
 
 def unit_kl(root: str, examples: int = 1000, samples: int = 20, threshold: float = 0.1) -> str:
-    """Per layer, how many units carry information by their KL rather than by the variance criterion:
-    the mean over the first ``examples`` test images and ``samples`` draws z ~ q(z|x) of each unit's term of
-    log q(z_l | z_{l-1}) - log p(z_l | z_{l+1}) (z_0 = x; p(z_L) = N(0, I)), i.e. its share of the KL.
-    A unit of z_1 whose posterior just follows its conditional prior p(z_1|z_2), whose mean moves with
-    z_2 and so with x, passes the variance criterion Cov_x E_q[z_1] > 1e-2 while carrying ~0 nats."""
+    """Per layer, how many units carry information by their share of the KL rather than by the variance
+    criterion: ``HierarchicalVAE.unit_kl`` (Monte Carlo, ``samples`` draws) for two layers, the closed form
+    (sigma^2 - 1 - log sigma^2 + mu^2) / 2 for one layer, averaged over the first ``examples`` test images.
+    A unit of z_1 whose posterior just follows its conditional prior p(z_1|z_2), whose mean moves with z_2
+    and so with x, passes the variance criterion Cov_x E_q[z_1] > 1e-2 while carrying ~0 nats."""
     import glob
     import json
 
@@ -130,31 +130,18 @@ def unit_kl(root: str, examples: int = 1000, samples: int = 20, threshold: float
 
     import jaxvae
 
-    def unit_log_normal(z, mu, logvar):
-        return -0.5 * (jnp.log(2 * jnp.pi) + logvar + (z - mu) ** 2 / jnp.exp(logvar))
-
-    lines = [f"per-unit KL on the first {examples} test images, {samples} posterior draws; units above {threshold} nat "
-             "/ units passing the variance criterion (1e-2), per layer"]
+    lines = [f"per-unit KL on the first {examples} test images ({samples} posterior draws for two layers); "
+             f"units above {threshold} nat / units passing the variance criterion (1e-2), per layer"]
     for wd in sorted(glob.glob(os.path.join(root, "*", "results.json"))):
         wd = os.path.dirname(wd)
         run = jaxvae.load_run(wd, checkpoint="latest")
         m, params = run.model, run.params
-        layers = getattr(m, "stochastic_layers", 1)
         x = jnp.asarray(run.test_data()[:examples], jnp.float32)
-        post = m.encode(params, x)
-        terms = []
-        for s in range(samples):
-            zs = m.sample_posterior(post, jax.random.PRNGKey(s))[0]
-            zs = zs if isinstance(zs, tuple) else (zs,)
-            per_layer = []
-            for l in range(1, layers + 1):
-                q_mu, q_lv = (post.mu, post.logvar) if l == 1 else m._q_upper(post.upper, l, zs[l - 2])
-                p_mu, p_lv = (m._p_cond(params, l, zs[l]) if l < layers
-                              else (jnp.zeros_like(zs[l - 1]), jnp.zeros_like(zs[l - 1])))
-                per_layer.append(np.asarray((unit_log_normal(zs[l - 1], q_mu, q_lv)
-                                             - unit_log_normal(zs[l - 1], p_mu, p_lv)).mean(0)))
-            terms.append(per_layer)
-        kl = [np.mean([t[l] for t in terms], axis=0) for l in range(layers)]
+        if getattr(m, "stochastic_layers", 1) > 1:
+            kl = [np.asarray(t).mean(0) for t in m.unit_kl(params, x, jax.random.key(0), samples)]
+        else:
+            post = m.encode(params, x)
+            kl = [np.asarray(0.5 * (jnp.expm1(post.logvar) + post.mu ** 2 - post.logvar)).mean(0)]
         au = json.load(open(os.path.join(wd, "results.json")))["test"].get("active_units_per_layer")
         counts = ", ".join(f"z_{l + 1}: {int((k > threshold).sum())}" + (f"/{au[l]}" if au else "")
                            for l, k in enumerate(kl))

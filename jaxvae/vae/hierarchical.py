@@ -233,6 +233,34 @@ class HierarchicalVAE:
         """E[x|z_1] (for pictures)."""
         return self.likelihood_part.mean(self.decode(params, z))
 
+    def unit_kl(self, params: Params, x: jax.Array, key: jax.Array, num_samples: int = 20):
+        """Each unit's share of the KL, per layer: the Monte Carlo average over ``num_samples`` draws
+        z ~ q(z|x) (keys ``split(key)``) of
+            log q(z_{l,u} | z_{l-1}) - log p(z_{l,u} | z_{l+1})      (z_0 = x; p(z_L) = N(0, I)),
+        a tuple of (batch, d_l) arrays, z_1 first. Summed over units and layers it is the Monte Carlo KL
+        E_q[log q(z|x) - log p(z)]. Unlike the variance criterion of active units, it does not count a
+        unit of z_l (l < L) that follows its conditional prior p(z_l | z_{l+1}) (whose mean moves with x):
+        such a unit carries ~0 nats (docs/iwae_paper.md)."""
+        post = self.encode(params, x)
+
+        def unit_log_normal(z, mu, logvar):
+            return -0.5 * (D.LOG_2PI + logvar + jnp.square(z - mu) * jnp.exp(-logvar))
+
+        def one(k):
+            zs = self.sample_posterior(post, k)[0]
+            terms = []
+            for l in range(1, self.stochastic_layers + 1):
+                q_mu, q_lv = (post.mu, post.logvar) if l == 1 else self._q_upper(post.upper, l, zs[l - 2])
+                if l < self.stochastic_layers:
+                    p_mu, p_lv = self._p_cond(params, l, zs[l])
+                else:
+                    p_mu = p_lv = jnp.zeros_like(zs[l - 1])
+                terms.append(unit_log_normal(zs[l - 1], q_mu, q_lv) - unit_log_normal(zs[l - 1], p_mu, p_lv))
+            return tuple(terms)
+
+        draws = jax.vmap(one)(jax.random.split(key, num_samples))
+        return tuple(t.mean(0) for t in draws)
+
     def posterior_means(self, params: Params, x: jax.Array, key: jax.Array, num_samples: int = 100):
         """E_q[z_l|x] per layer (active units): exact for z_1 (its mean m_1(x)); for l >= 2 the Monte Carlo
         average of the conditional means, E_q[z_l|x] = E_{q(z_{l-1}|x)}[m_l(z_{l-1})] (Rao-Blackwellized:
