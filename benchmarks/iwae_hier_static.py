@@ -129,6 +129,7 @@ def unit_kl(root: str, examples: int = 1000, samples: int = 20, threshold: float
     import numpy as np
 
     import jaxvae
+    from jaxvae.vae.distributions import kl_standard_normal_per_unit
 
     lines = [f"per-unit KL on the first {examples} test images ({samples} posterior draws for two layers); "
              f"units above {threshold} nat / units passing the variance criterion (1e-2), per layer"]
@@ -141,7 +142,7 @@ def unit_kl(root: str, examples: int = 1000, samples: int = 20, threshold: float
             kl = [np.asarray(t).mean(0) for t in m.unit_kl(params, x, jax.random.key(0), samples)]
         else:
             post = m.encode(params, x)
-            kl = [np.asarray(0.5 * (jnp.expm1(post.logvar) + post.mu ** 2 - post.logvar)).mean(0)]
+            kl = [np.asarray(kl_standard_normal_per_unit(post.mu, post.logvar)).mean(0)]
         au = json.load(open(os.path.join(wd, "results.json")))["test"].get("active_units_per_layer")
         counts = ", ".join(f"z_{l + 1}: {int((k > threshold).sum())}" + (f"/{au[l]}" if au else "")
                            for l, k in enumerate(kl))

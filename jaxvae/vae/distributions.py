@@ -20,9 +20,18 @@ def gaussian_sample(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Arr
     return mu + jnp.exp(0.5 * logvar) * eps
 
 
+def _gaussian_terms(z, mu, logvar):
+    return LOG_2PI + logvar + jnp.square(z - mu) * jnp.exp(-logvar)
+
+
 def gaussian_log_prob(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
     """log N(z; mu, diag exp(logvar)) = -1/2 sum_j [log 2pi + logvar_j + (z_j - mu_j)^2 / sigma_j^2]."""
-    return -0.5 * jnp.sum(LOG_2PI + logvar + jnp.square(z - mu) * jnp.exp(-logvar), axis=-1)
+    return -0.5 * jnp.sum(_gaussian_terms(z, mu, logvar), axis=-1)
+
+
+def gaussian_log_prob_per_unit(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """The terms of ``gaussian_log_prob`` unsummed: log N(z_j; mu_j, sigma_j^2) for each unit j."""
+    return -0.5 * _gaussian_terms(z, mu, logvar)
 
 
 def standard_normal_log_prob(z: jax.Array) -> jax.Array:
@@ -35,7 +44,16 @@ def kl_standard_normal(mu: jax.Array, logvar: jax.Array) -> jax.Array:
 
     ``expm1`` keeps the ``sigma^2 - 1`` part exact for small log-variances.
     """
-    return 0.5 * jnp.sum(jnp.expm1(logvar) + jnp.square(mu) - logvar, axis=-1)
+    return 0.5 * jnp.sum(_kl_terms(mu, logvar), axis=-1)
+
+
+def kl_standard_normal_per_unit(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """The terms of ``kl_standard_normal`` unsummed: each unit's KL(N(mu_j, sigma_j^2) || N(0, 1))."""
+    return 0.5 * _kl_terms(mu, logvar)
+
+
+def _kl_terms(mu, logvar):
+    return jnp.expm1(logvar) + jnp.square(mu) - logvar
 
 
 def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:

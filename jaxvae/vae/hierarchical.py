@@ -242,9 +242,7 @@ class HierarchicalVAE:
         unit of z_l (l < L) that follows its conditional prior p(z_l | z_{l+1}) (whose mean moves with x):
         such a unit carries ~0 nats (docs/iwae_paper.md)."""
         post = self.encode(params, x)
-
-        def unit_log_normal(z, mu, logvar):
-            return -0.5 * (D.LOG_2PI + logvar + jnp.square(z - mu) * jnp.exp(-logvar))
+        log_normal = D.gaussian_log_prob_per_unit
 
         def one(k):
             zs = self.sample_posterior(post, k)[0]
@@ -255,7 +253,7 @@ class HierarchicalVAE:
                     p_mu, p_lv = self._p_cond(params, l, zs[l])
                 else:
                     p_mu = p_lv = jnp.zeros_like(zs[l - 1])
-                terms.append(unit_log_normal(zs[l - 1], q_mu, q_lv) - unit_log_normal(zs[l - 1], p_mu, p_lv))
+                terms.append(log_normal(zs[l - 1], q_mu, q_lv) - log_normal(zs[l - 1], p_mu, p_lv))
             return tuple(terms)
 
         draws = jax.vmap(one)(jax.random.split(key, num_samples))
