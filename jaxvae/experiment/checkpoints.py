@@ -16,6 +16,7 @@ middle of a checkpoint write. It is read when ``Checkpoints`` is created; never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -51,7 +52,26 @@ def _manager(path: Path, max_to_keep: int, best: bool) -> ocp.CheckpointManager:
         best_mode="max",
         keep_checkpoints_without_metrics=False if best else True,
     )
-    return ocp.CheckpointManager(path.absolute(), options=options)
+    with _without_orbax_metadata_warnings():
+        return ocp.CheckpointManager(path.absolute(), options=options)
+
+
+class _DropMissingMetadataWarning(logging.Filter):
+    """Orbax warns "Metadata file does not exist: <step>/_CHECKPOINT_METADATA" for a step folder emptied by
+    a crash or by hand; jaxvae reports that step in its own line when it fails to restore."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Metadata file does not exist")
+
+
+@contextlib.contextmanager
+def _without_orbax_metadata_warnings():
+    absl_logger, drop = logging.getLogger("absl"), _DropMissingMetadataWarning()
+    absl_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(drop)
 
 
 def _install_slow_save_hook(seconds: float) -> None:
@@ -83,6 +103,7 @@ class Checkpoints:
         slow = os.environ.get(SLOW_SAVE_ENV)
         if slow:
             _install_slow_save_hook(float(slow))
+        self._keep = max(1, keep)
         try:
             self.latest = _manager(self.root / "latest", max(1, keep), best=False)
             self.best = _manager(self.root / "best", 1, best=True)
@@ -162,6 +183,10 @@ class Checkpoints:
                 failed.append((step, e))
                 log.warning("checkpoint step %d in %s does not restore (%s); trying the previous one",
                             step, self.latest.directory, _short(e))
+                # A failed restore can leave the manager in a state that fails the next step too (an empty
+                # step folder made it expect several items: every older step then failed as well).
+                self.latest.close()
+                self.latest = _manager(self.root / "latest", self._keep, best=False)
                 continue
             for bad, _ in failed:
                 self._quarantine(self.latest, bad)
@@ -187,7 +212,11 @@ class Checkpoints:
     @staticmethod
     def _restore_step(mngr: ocp.CheckpointManager, template: Any, step: int):
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-        restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        item = Path(str(mngr.directory)) / str(step) / "default"
+        if not (item / "_METADATA").is_file():  # checked first: orbax logs its own warnings for these
+            raise CheckpointError(f"the step folder holds no saved state ({step}/default/_METADATA is missing)")
+        with settled_event_loops():
+            restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
         # orbax restores the saved shapes even when the template asks for others: a changed model
         # (resumed with --allow_config_change) must not pass for a checkpoint of this one.
         want = jax.tree_util.tree_flatten_with_path(abstract)[0]
@@ -210,7 +239,8 @@ class Checkpoints:
             log.warning("moved the unrestorable checkpoint step %d to %s", step, dst)
         except OSError as e:
             log.warning("could not move the unrestorable checkpoint step %d aside (%s)", step, _short(e))
-        mngr.reload()
+        with _without_orbax_metadata_warnings():
+            mngr.reload()
 
     def close(self) -> None:
         for mngr in (getattr(self, "latest", None), getattr(self, "best", None)):
@@ -219,6 +249,64 @@ class Checkpoints:
                     mngr.close()
                 except Exception:  # closing must never hide the error that led here
                     pass
+
+
+class _SettlingEventLoop(asyncio.SelectorEventLoop):
+    """An event loop that leaves no task behind: every task's exception is retrieved when the task ends,
+    and ``close()`` first cancels the tasks still pending and waits for them (as ``asyncio.run`` does).
+
+    Orbax runs a restore on a loop of its own (``asyncio.new_event_loop()``, then ``run_until_complete`` and
+    ``close``) and does not cancel the loop's other tasks when one read fails: with a corrupt step, the
+    read of one array raises while the reads of the others are still in flight. Those tasks ended later
+    with exceptions nobody retrieved, and whenever the garbage collector got to them asyncio printed
+    "Task exception was never retrieved" and a 40-line tensorstore traceback, after the recovery had already
+    been reported in one line (CI, 2026-12: one run in four). Here each task's exception is retrieved by a
+    done-callback (and logged at debug level), and no task outlives the loop, so nothing is left for the
+    garbage collector to report, whenever it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_task_factory(_settled_task)
+
+    def close(self) -> None:
+        if not self.is_closed() and not self.is_running():
+            pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                try:
+                    self.run_until_complete(asyncio.wait(pending, timeout=10.0))
+                except Exception as e:  # noqa: BLE001 - closing must never hide the restore's own error
+                    log.debug("cancelling the pending checkpoint reads failed: %s", _short(e))
+        super().close()
+
+
+def _settled_task(loop: asyncio.AbstractEventLoop, coro, **kwargs) -> asyncio.Task:
+    task = asyncio.Task(coro, loop=loop, **kwargs)
+    task.add_done_callback(_retrieve)
+    return task
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a checkpoint read task failed: %s", _short(task.exception()))
+
+
+class _SettlingPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _SettlingEventLoop()
+
+
+@contextlib.contextmanager
+def settled_event_loops():
+    """Within the block, event loops created by ``asyncio.new_event_loop()`` (orbax's, for one restore) are
+    ``_SettlingEventLoop``s; outside it, asyncio's default policy is back."""
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_SettlingPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
 
 
 def _quiet_closed_loop_noise() -> None:

@@ -26,7 +26,7 @@ def _restore_params(source: Path, which: str):
     """(params as saved, step, "best"|"latest") of the source run's checkpoint."""
     import orbax.checkpoint as ocp
 
-    from jaxvae.experiment.checkpoints import Checkpoints
+    from jaxvae.experiment.checkpoints import Checkpoints, settled_event_loops
 
     if not (source / "checkpoints").is_dir():
         raise InitFromError(f"train.init_from={source}: no checkpoints folder there ({source / 'checkpoints'}); "
@@ -40,7 +40,8 @@ def _restore_params(source: Path, which: str):
             if step is None:
                 continue
             try:
-                saved = mngr.restore(step, args=ocp.args.StandardRestore())
+                with settled_event_loops():  # a failing read leaves no task to report later
+                    saved = mngr.restore(step, args=ocp.args.StandardRestore())
             except Exception as e:  # noqa: BLE001 - reported as one line
                 raise InitFromError(f"train.init_from={source}: the {name} checkpoint (step {step}) does not "
                                     f"restore ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
