@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                   120 if tiny else 120),
         "vectorized": ([py, "benchmarks/vectorized_bench.py", "--out", str(out / "vectorized.json"),
                         *(["--sizes", "1,2", "--steps", "3", "--repeats", "1", "--train-examples", "200",
-                           "--peak-sizes", "256"] if tiny else ["--sizes", "1,8,32", "--steps", "300"])],
+                           "--peak-sizes", "256", "--objectives", "elbo", "--bandwidth-mib", "16"] if tiny else ["--sizes", "1,8,32", "--steps", "300"])],
                        120 if tiny else 110),
         "eval": ([py, "benchmarks/bench.py", "--skip", "train", "torch", "--out", str(out / "eval.json"),
                   *(["--tiny"] if tiny else ["--eval-examples", "10000"])], 120 if tiny else 60),

@@ -161,12 +161,13 @@ def main():
                    help="split the member axis over this many devices (on CPU: forced host devices)")
     p.add_argument("--out", default="", help="also write the rows as JSON here")
     p.add_argument("--peak-sizes", default="1024,2048", help="matmul sizes of the peak measurement")
+    p.add_argument("--bandwidth-mib", type=int, default=256, help="buffer size of the bandwidth measurement")
     a = p.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
     print(f"# devices: {jax.devices()}", flush=True)
     peak_sizes = tuple(int(s) for s in a.peak_sizes.split(","))
     peak = matmul_peak(peak_sizes, 3)["flop_per_s"]
-    bandwidth = stream_bandwidth()
+    bandwidth = stream_bandwidth(a.bandwidth_mib)
     print(f"# matmul peak {peak / 1e9:.1f} GFLOP/s; streaming bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
     rows = []
     for obj in a.objectives.split(","):

@@ -8,6 +8,7 @@ the ``resume_reference`` fixture there, computed once per session.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +20,18 @@ import pytest
 from jaxvae.experiment.checkpoints import SLOW_SAVE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
+# XLA flags of every test process (conftest.py sets them for pytest and its subprocesses): LLVM optimizations
+# off, since compiling the tests' tiny programs is most of the suite's time. JAXVAE_TEST_XLA_OPT=default keeps
+# XLA's own level.
+XLA_TEST_FLAGS = "" if os.environ.get("JAXVAE_TEST_XLA_OPT") == "default" else "--xla_backend_optimization_level=0"
+
+
+def env_with_xla_flags(*flags: str, base: dict | None = None) -> dict:
+    """``base`` (default: this process's environment) with XLA_FLAGS = the test flags plus ``flags`` only (e.g.
+    a forced device count; not the parent's forced count)."""
+    env = dict(os.environ if base is None else base)
+    env["XLA_FLAGS"] = " ".join(f for f in (XLA_TEST_FLAGS, *flags) if f)
+    return env
 QUICKSTART = "experiments/quickstart.py"
 
 # quickstart on the embedded digits (1397 train examples, batch 50: 27 steps an epoch) with a tiny

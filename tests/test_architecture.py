@@ -188,6 +188,7 @@ def test_custom_parts_experiment_runs_vectorized_through_launch_sh_and_the_repor
 
 
 # -- the public API ------------------------------------------------------------------------------------
+@pytest.mark.xdist_group("resume_reference")  # the session-scoped resume_reference run, once
 def test_load_run_recomputes_the_results_json_bounds(resume_reference):
     """A finished quickstart run loaded from its workdir: the final evaluation recomputed through the API
     (same examples, same key, last checkpoint) equals results.json."""

@@ -1,10 +1,11 @@
 """Recovery from an unrestorable checkpoint says what happened in one or two lines, and nothing else.
 
 Each way the on-disk format can be damaged is checked in a fresh Python process whose whole stderr is
-read, so a message that asyncio prints only when the garbage collector reaches a task of the failed
+read (one process, one corruption after the other), so a message that asyncio prints only when the garbage collector reaches a task of the failed
 restore ("Task exception was never retrieved" and a tensorstore traceback, CI 2026-12) cannot hide: the
 process collects garbage after every recovery and again at exit. Before the fix the truncated case printed
-that traceback about one run in four; ``pytest --count 20`` (pytest-repeat) or a shell loop repeats it.
+that traceback in about one CI run in four; ``pytest --count 20`` (pytest-repeat) or a shell loop repeats
+it, and the second test makes the mechanism deterministic.
 """
 
 from __future__ import annotations
@@ -23,57 +24,62 @@ SCRIPT = textwrap.dedent("""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from jaxvae.experiment.checkpoints import Checkpoints
 
-    root, how = Path(sys.argv[1]), sys.argv[2]
-    rng = np.random.default_rng(0)
-    # several arrays of different sizes: their reads run concurrently, so one fails while others are in flight
-    base = {f"layer{i}": rng.normal(size=(64 * (i + 1), 31)).astype(np.float32) for i in range(6)}
-    state = lambda s: {"params": {k: v + s for k, v in base.items()}, "step": np.array(s, np.int32)}
-    c = Checkpoints(root, keep=5)
-    for s in (1, 2, 3):
-        c.save(s, state(s))
-    c.close()
-    step_dir = root / "checkpoints" / "latest" / "3"
-    files = sorted(p for p in step_dir.rglob("*") if p.is_file() and "/d/" in p.as_posix())
-    assert files, "orbax's layout changed: no array data files under d/"
-    if how == "truncate":
-        for f in files:
-            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    elif how == "delete":
-        files[0].unlink()
-    elif how == "garble":
-        for f in files:
-            b = bytearray(f.read_bytes()); b[len(b) // 2] ^= 0xFF; f.write_bytes(bytes(b))
-    elif how == "no_metadata":
-        (step_dir / "default" / "_METADATA").unlink()
-    elif how == "garbage_metadata":
-        (step_dir / "default" / "_METADATA").write_bytes(bytes(range(256)) * 4)
-    elif how == "empty_step":
-        for p in list(step_dir.iterdir()):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    c = Checkpoints(root, keep=5)
-    restored, step = c.restore_latest(state(0))
-    gc.collect()
-    assert step == 2, step
-    np.testing.assert_array_equal(restored["params"]["layer5"], state(2)["params"]["layer5"])
-    c.save(3, state(3))  # the quarantined step can be written again
-    c.close()
-    gc.collect()
-    print("restored", step)
+    def recover(root, how):
+        rng = np.random.default_rng(0)
+        # several arrays of different sizes: their reads run concurrently, so one fails while others are in flight
+        base = {f"layer{i}": rng.normal(size=(64 * (i + 1), 31)).astype(np.float32) for i in range(6)}
+        state = lambda s: {"params": {k: v + s for k, v in base.items()}, "step": np.array(s, np.int32)}
+        c = Checkpoints(root, keep=5)
+        for s in (1, 2, 3):
+            c.save(s, state(s))
+        c.close()
+        step_dir = root / "checkpoints" / "latest" / "3"
+        files = sorted(p for p in step_dir.rglob("*") if p.is_file() and "/d/" in p.as_posix())
+        assert files, "orbax's layout changed: no array data files under d/"
+        if how == "truncate":
+            for f in files:
+                f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        elif how == "delete":
+            files[0].unlink()
+        elif how == "garble":
+            for f in files:
+                b = bytearray(f.read_bytes()); b[len(b) // 2] ^= 0xFF; f.write_bytes(bytes(b))
+        elif how == "no_metadata":
+            (step_dir / "default" / "_METADATA").unlink()
+        elif how == "garbage_metadata":
+            (step_dir / "default" / "_METADATA").write_bytes(bytes(range(256)) * 4)
+        elif how == "empty_step":
+            for p in list(step_dir.iterdir()):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        c = Checkpoints(root, keep=5)
+        restored, step = c.restore_latest(state(0))
+        gc.collect()
+        assert step == 2, step
+        np.testing.assert_array_equal(restored["params"]["layer5"], state(2)["params"]["layer5"])
+        c.save(3, state(3))  # the quarantined step can be written again
+        c.close()
+        gc.collect()
+        print(how, "restored", step)
+
+    for how in sys.argv[2:]:
+        print(f"=== {how}", file=sys.stderr, flush=True)
+        recover(Path(sys.argv[1]) / how, how)
 """)
 
 
-def _recover(tmp_path, how: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), how], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-
-
 def test_each_corruption_is_reported_in_two_lines_with_a_clean_stderr(tmp_path):
-    for how in CORRUPTIONS:
-        p = _recover(tmp_path / how, how)
-        assert p.returncode == 0, f"{how}: exit {p.returncode}\n{p.stderr[-3000:]}"
-        assert p.stdout.strip() == "restored 2", (how, p.stdout)
-        lines = p.stderr.strip().splitlines()
-        assert len(lines) == 2, f"{how}: stderr must hold exactly the two recovery lines, got:\n{p.stderr}"
+    """One process recovers from each corruption in turn (collecting garbage after each); stderr, split at
+    the script's "=== <corruption>" markers, holds the two recovery lines for each and nothing else."""
+    p = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), *CORRUPTIONS], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stderr[-3000:]}"
+    assert p.stdout.split() == [w for how in CORRUPTIONS for w in (how, "restored", "2")], p.stdout
+    parts = p.stderr.split("=== ")
+    assert parts[0].strip() == "", f"stderr before the first recovery:\n{parts[0]}"
+    assert [part.split("\n", 1)[0] for part in parts[1:]] == list(CORRUPTIONS)
+    for how, part in zip(CORRUPTIONS, parts[1:]):
+        lines = part.split("\n", 1)[1].strip().splitlines()
+        assert len(lines) == 2, f"{how}: stderr must hold exactly the two recovery lines, got:\n{part}"
         assert "checkpoint step 3" in lines[0] and "does not restore" in lines[0], (how, lines)
         assert "moved the unrestorable checkpoint step 3 to" in lines[1], (how, lines)
         assert len(list((tmp_path / how / "checkpoints" / "corrupt").iterdir())) == 1

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from runhelpers import env_with_xla_flags
 
 
 def _free_port() -> int:
@@ -22,7 +23,7 @@ ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs=2", "--
 
 def test_two_processes_equal_one(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = env_with_xla_flags()
     cmd = [sys.executable, "-m", "jaxvae.main"]
     port = _free_port()
     procs = [subprocess.Popen(
@@ -61,7 +62,7 @@ def test_vectorized_group_on_two_processes_equals_one(tmp_path):
     over the processes (parallel.member_shards=2) or both members data-parallel over them (member_shards=1),
     gives the single-process numbers."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = env_with_xla_flags()
     cmd = [sys.executable, "-m", "jaxvae.experiment.vectorized"]
 
     def wd(name):
@@ -127,7 +128,7 @@ def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_
     import time
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = env_with_xla_flags()
     cmd = [sys.executable, "-m", "jaxvae.main"]
     wd = tmp_path / "two"
 
@@ -169,7 +170,7 @@ def _two_process_helpers(tmp_path):
     import time
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = env_with_xla_flags()
     cmd = [sys.executable, "-m", "jaxvae.main"]
     wd = tmp_path / "two"
     args = [a for a in PREEMPT_ARGS if "num_epochs" not in a] + ["--config.train.num_epochs=1"]

@@ -7,10 +7,11 @@ import sys
 import textwrap
 
 import pytest
+from runhelpers import env_with_xla_flags
 
 SCRIPT = textwrap.dedent(r'''
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     import json
     import jax, jax.numpy as jnp, numpy as np
     from jaxvae.experiment import parallel, runner, train as T
@@ -54,7 +55,7 @@ SCRIPT = textwrap.dedent(r'''
 
 
 def test_four_devices_equal_one_device(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = env_with_xla_flags()
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -75,7 +76,7 @@ def test_four_devices_equal_one_device(tmp_path):
 
 GROUP_SCRIPT = textwrap.dedent(r'''
     import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     import json
     import jax, numpy as np
     from pathlib import Path
@@ -120,7 +121,7 @@ def test_member_axis_sharded_over_devices_equals_one_device(tmp_path):
     """A vectorized group whose members are split over 2 or 4 forced CPU devices (each member's batch
     data-parallel over the rest) trains the same numbers as on one device; a diverging member is still
     isolated."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = env_with_xla_flags()
     proc = subprocess.run([sys.executable, "-c", GROUP_SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

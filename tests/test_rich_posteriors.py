@@ -216,7 +216,12 @@ def test_stl_dreg_keep_vampprior_gradient_through_encoder(linear_gaussian, objec
     assert np.max(np.abs(g_prior) / (4 * se + 1e-4)) > 10
 
 
-def test_new_parts_train_under_jit_vmap_and_resume():
+@pytest.mark.parametrize("opts", [dict(flow="iaf", flow_length=2, flow_hidden=(6,), flow_context=2),
+                                  dict(flow="sylvester", flow_length=2, sylvester_variant="householder",
+                                       sylvester_reflections=2),
+                                  dict(prior="vampprior", prior_components=3), dict(prior="mog", prior_components=3)],
+                         ids=["iaf", "sylvester_h", "vampprior", "mog"])
+def test_new_parts_train_under_jit_vmap_and_resume(opts):
     """A tiny model per new part (one compiled 3-step program each): 3 + 3 jitted steps lower the ELBO;
     resuming from a host copy of the state after 3 steps (as a checkpoint restore) gives the same
     parameters bit for bit; the steps vmapped over 2 stacked members give each member's solo result."""
@@ -226,32 +231,28 @@ def test_new_parts_train_under_jit_vmap_and_resume():
     x_train = (jax.random.uniform(jax.random.key(0), (60, 12)) > 0.5).astype(jnp.float32)
     cfg = base_config()
     cfg.objective.analytic_kl = False
-    cases = [dict(flow="iaf", flow_length=2, flow_hidden=(6,), flow_context=2),
-             dict(flow="sylvester", flow_length=2, sylvester_variant="householder", sylvester_reflections=2),
-             dict(prior="vampprior", prior_components=3), dict(prior="mog", prior_components=3)]
-    for opts in cases:
-        model = VAE(x_dim=12, latent_dim=3, encoder_hidden=(8,), decoder_hidden=(8,), **opts)
-        tx = T.make_optimizer(cfg, 1e-2)
-        run = T.make_run_steps(model, cfg, tx, steps_per_epoch=6, batch_size=10, jit=False)
-        jrun = jax.jit(lambda s: run(s, x_train, 3))
-        s0 = T.create_train_state(model, tx, 0, init_data=np.asarray(x_train))
-        s1 = T.create_train_state(model, tx, 1, init_data=np.asarray(x_train))
-        half, _ = jrun(s0)
-        full, info = jrun(half)
-        assert np.isfinite(float(info.metrics["loss"])) and int(full.step) == 6
-        restored = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), half)  # as if restored from disk
-        resumed, _ = jrun(restored)
-        for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
-            np.testing.assert_array_equal(a, b)
-        stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), s0, s1)
-        both, _ = jax.jit(jax.vmap(lambda s: run(s, x_train, 3)))(stacked)
-        solo1, _ = jrun(s1)
-        for a, b, c in zip(jax.tree.leaves(both.params), jax.tree.leaves(half.params), jax.tree.leaves(solo1.params)):
-            np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(a[1], c, rtol=1e-4, atol=1e-5)
-        bound = jax.jit(lambda p: O.OBJECTIVES.get("elbo")(model, p, x_train, jax.random.key(9), k=20,
-                                                              analytic_kl=False)[0])
-        assert bound(full.params) < bound(s0.params)
+    model = VAE(x_dim=12, latent_dim=3, encoder_hidden=(8,), decoder_hidden=(8,), **opts)
+    tx = T.make_optimizer(cfg, 1e-2)
+    run = T.make_run_steps(model, cfg, tx, steps_per_epoch=6, batch_size=10, jit=False)
+    jrun = jax.jit(lambda s: run(s, x_train, 3))
+    s0 = T.create_train_state(model, tx, 0, init_data=np.asarray(x_train))
+    s1 = T.create_train_state(model, tx, 1, init_data=np.asarray(x_train))
+    half, _ = jrun(s0)
+    full, info = jrun(half)
+    assert np.isfinite(float(info.metrics["loss"])) and int(full.step) == 6
+    restored = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), half)  # as if restored from disk
+    resumed, _ = jrun(restored)
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(a, b)
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), s0, s1)
+    both, _ = jax.jit(jax.vmap(lambda s: run(s, x_train, 3)))(stacked)
+    solo1, _ = jrun(s1)
+    for a, b, c in zip(jax.tree.leaves(both.params), jax.tree.leaves(half.params), jax.tree.leaves(solo1.params)):
+        np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a[1], c, rtol=1e-4, atol=1e-5)
+    bound = jax.jit(lambda p: O.OBJECTIVES.get("elbo")(model, p, x_train, jax.random.key(9), k=20,
+                                                      analytic_kl=False)[0])
+    assert bound(full.params) < bound(s0.params)
 
 
 def test_config_options_validated_and_reach_the_model():
