@@ -17,26 +17,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs=2", "--config.eval.ks=(1,5)",
-        "--config.eval.images=False", "--config.train.eval_every_epochs=0"]
+# 2 epochs of 27 steps, 3 steps a dispatch (a resumed run compiles no other dispatch length)
+PREEMPT_ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs=2", "--config.eval.ks=(1,5)",
+                "--config.eval.images=False", "--config.train.eval_every_epochs=0", "--config.eval.max_examples=100",
+                "--config.train.steps_per_dispatch=3", "--config.train.checkpoint_every_epochs=1"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = [sys.executable, "-m", "jaxvae.main"]
+
+pytestmark = pytest.mark.xdist_group("multihost")  # one worker: the one-process reference run, once
 
 
-def test_two_processes_equal_one(tmp_path):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = env_with_xla_flags()
-    cmd = [sys.executable, "-m", "jaxvae.main"]
-    port = _free_port()
-    procs = [subprocess.Popen(
-        cmd + ARGS + [f"--workdir={tmp_path / 'two'}", f"--config.parallel.coordinator_address=127.0.0.1:{port}",
-                      "--config.parallel.num_processes=2", f"--config.parallel.process_id={i}"],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    one = subprocess.run(cmd + ARGS + [f"--workdir={tmp_path / 'one'}"], cwd=repo, env=env,
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict:
+    """Test numbers of the PREEMPT_ARGS run in one process: what the two-process runs must reproduce."""
+    wd = tmp_path_factory.mktemp("one_process") / "one"
+    one = subprocess.run(MAIN + PREEMPT_ARGS + [f"--workdir={wd}"], cwd=REPO, env=env_with_xla_flags(),
                          capture_output=True, text=True, timeout=600)
-    outs = [p.communicate(timeout=600)[0] for p in procs]
     assert one.returncode == 0, one.stderr[-2000:]
+    return json.loads((wd / "results.json").read_text())["test"]
+
+
+def test_two_processes_equal_one(tmp_path, one_process):
+    procs = _launch_two(REPO, env_with_xla_flags(), MAIN + PREEMPT_ARGS, tmp_path / "two")
+    outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
-    r1 = json.loads((tmp_path / "one" / "results.json").read_text())["test"]
+    r1 = one_process
     r2 = json.loads((tmp_path / "two" / "results.json").read_text())["test"]
     # Same arithmetic, with the batch split over two processes: float32 reduction order only.
     for key in ("elbo", "reconstruction", "kl"):
@@ -96,12 +102,6 @@ def test_vectorized_group_on_two_processes_equals_one(tmp_path):
             assert (tmp_path / name / f"m{i}" / "samples.png").exists()
 
 
-# 2 epochs of 27 steps, 3 steps a dispatch (a resumed run compiles no other dispatch length)
-PREEMPT_ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs=2", "--config.eval.ks=(1,5)",
-                "--config.eval.images=False", "--config.train.eval_every_epochs=0", "--config.eval.max_examples=100",
-                "--config.train.steps_per_dispatch=3", "--config.train.checkpoint_every_epochs=1"]
-
-
 def _launch_two(repo, env, argv, wd, hooks=({}, {})):
     """Processes 0 and 1 of a two-process run of ``argv`` in ``wd`` on localhost (a fresh coordinator port);
     ``hooks[i]``: extra environment of process i."""
@@ -120,7 +120,7 @@ def _status(wd):
         return {}
 
 
-def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_path):
+def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_path, one_process):
     """SIGTERM to process 1 only of a two-process run: at the next dispatch boundary both processes agree to
     stop, save the same step and exit 3; relaunching both resumes and finishes with the numbers of an
     uninterrupted run (to the float32 reduction order of the batch split)."""
@@ -156,10 +156,7 @@ def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
     assert f"resuming from checkpoint at step {st['step']}" in outs[0]
-    one = subprocess.run(cmd + PREEMPT_ARGS + [f"--workdir={tmp_path / 'one'}"], cwd=repo, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    r1 = json.loads((tmp_path / "one" / "results.json").read_text())["test"]
+    r1 = one_process
     r2 = json.loads((wd / "results.json").read_text())["test"]
     for k in r1["iwae"]:
         assert abs(r1["iwae"][k] - r2["iwae"][k]) <= 1e-4 * abs(r1["iwae"][k]), (k, r1["iwae"][k], r2["iwae"][k])
