@@ -10,7 +10,9 @@ same HLO is lowered to machine code, not what it computes (every assertion passe
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 from runhelpers import XLA_TEST_FLAGS
@@ -99,9 +101,19 @@ def run_env(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def resume_reference(run_env, tmp_path_factory) -> Path:
     """The uninterrupted RESUME run (81 steps), once per session: what interrupted-and-resumed runs in
-    tests/test_runner.py and tests/test_reliability.py must reproduce exactly."""
-    ref = tmp_path_factory.getbasetemp() / "resume_reference"
-    check_ok(run_main(run_env, ref, *RESUME))
+    tests/test_runner.py and tests/test_reliability.py must reproduce exactly (read-only for the tests).
+
+    Under pytest-xdist the workers share it: the first one that needs it runs it in the session's common
+    temp folder while holding a file lock; the others wait on the lock and reuse it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder above the workers' own: common to the session's workers
+    ref = root / "resume_reference"
+    with open(root / "resume_reference.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (ref / "results.json").is_file():
+            shutil.rmtree(ref, ignore_errors=True)  # an unfinished earlier attempt
+            check_ok(run_main(run_env, ref, *RESUME))
     return ref
 
 

@@ -133,7 +133,6 @@ def test_evaluate_split_reports_weight_health(linear_gaussian):
     assert small["pareto_k"] is None
 
 
-@pytest.mark.xdist_group("resume_reference")  # the session-scoped resume_reference run, once
 def test_diagnose_command_writes_json_and_figure(resume_reference, tmp_path, capsys):
     """``python -m jaxvae.diagnose`` on a finished run (a copy of the session's reference run): SNR rows for
     every (estimator, K), MIWAE/PIWAE spending K as M x K/M, a PNG; and the run's results.json (written by this

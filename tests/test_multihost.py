@@ -24,8 +24,6 @@ PREEMPT_ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = [sys.executable, "-m", "jaxvae.main"]
 
-pytestmark = pytest.mark.xdist_group("multihost")  # one worker: the one-process reference run, once
-
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> dict:

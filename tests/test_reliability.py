@@ -563,7 +563,6 @@ def test_check_data_against_the_likelihood():
 SLOW_SAVE_S = 2.0
 
 
-@pytest.mark.xdist_group("resume_reference")  # the session-scoped resume_reference run, once
 def test_kill_9_sigint_and_corrupt_checkpoint_then_resume_equals_uninterrupted(run_env, resume_reference,
                                                                               tmp_path):
     ref = resume_reference

@@ -16,8 +16,6 @@ import pytest
 from runhelpers import (NO_IMAGES, RESUME, SMALL, assert_trees_equal, check_ok, load_checkpoint, run_main,
                         start_main, status, step_dirs, wait_for)
 
-pytestmark = pytest.mark.xdist_group("resume_reference")  # shares a module/session-scoped run (pyproject addopts)
-
 IWAE_MNIST = "experiments/iwae_mnist.py"
 
 

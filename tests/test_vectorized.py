@@ -21,8 +21,6 @@ from jaxvae.experiment import vectorized as V
 from jaxvae.experiment.checkpoints import Checkpoints
 from jaxvae.experiment.configs import base_config
 
-pytestmark = pytest.mark.xdist_group("vectorized_runs")  # shares a module/session-scoped run (pyproject addopts)
-
 REPO = Path(__file__).resolve().parents[1]
 
 MEMBERS = [
