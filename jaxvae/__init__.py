@@ -33,7 +33,7 @@ _EXPORTS = {
     # objectives and estimators
     "make_loss_fn": "jaxvae.vae.objectives", "elbo_terms": "jaxvae.vae.objectives",
     "iwae_bound": "jaxvae.vae.objectives", "log_weights": "jaxvae.vae.objectives",
-    "log_mean_exp": "jaxvae.vae.objectives",
+    "log_mean_exp": "jaxvae.vae.estimators",
     "iwae_bound_chunked": "jaxvae.vae.evaluation", "active_units": "jaxvae.vae.evaluation",
     "elbo_surgery": "jaxvae.vae.evaluation",
     # runs

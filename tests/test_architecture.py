@@ -62,25 +62,152 @@ def test_maths_imports_nothing_from_the_experiment_sweep_or_data_layers():
         assert not bad, f"{f.relative_to(ROOT)} imports {sorted(bad)}: the maths must not import other layers"
 
 
-def test_sweep_tools_stay_import_light_and_experiment_layer_uses_only_declare():
+def test_sweep_tools_stay_import_light_and_experiment_layer_imports_no_sweeps():
     """Experiment files import jaxvae.sweeps at config-load time: the launcher modules must not pull in
-    JAX (only the report, run after the sweep, may). The runner takes only the vectorizable-field list."""
+    JAX (only the report, run after the sweep, may). What the launcher and the runner share (the exit
+    code of a preempted run, the vectorizable fields) is jaxvae.experiment.protocol: the experiment layer
+    imports nothing from jaxvae.sweeps."""
+    light = ("jaxvae.experiment.locks", "jaxvae.experiment.protocol")  # standard library only (below)
     for f in _layer_files("sweeps"):
         if f.name in ("report.py", "paper_tables.py", "beta_report.py"):  # run after a sweep, not at launch
             continue
-        # the launcher takes the runs' workdir locks (jaxvae.experiment.locks: standard library only)
-        bad = {m for m in _jaxvae_imports(f) if not m.startswith(("jaxvae.sweeps", "jaxvae.experiment.locks"))
+        # the launcher takes the runs' workdir locks (jaxvae.experiment.locks)
+        bad = {m for m in _jaxvae_imports(f) if not m.startswith(("jaxvae.sweeps",) + light)
                and m != "jaxvae.experiment"}
         assert not bad, f"{f.relative_to(ROOT)} imports {sorted(bad)}"
         tree = ast.parse(f.read_text())
         heavy = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         heavy |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not heavy & {"jax", "numpy", "flax", "optax", "orbax"}, f.name
-    assert not _jaxvae_imports(PKG / "experiment" / "locks.py")
+    for module in light:
+        assert not _jaxvae_imports(PKG / "experiment" / f"{module.rsplit('.', 1)[1]}.py"), module
     for f in _layer_files("experiment"):
-        bad = {m for m in _jaxvae_imports(f) if m.startswith("jaxvae.sweeps")
-               and not m.startswith("jaxvae.sweeps.declare")}
+        bad = {m for m in _jaxvae_imports(f) if m.startswith("jaxvae.sweeps")}
         assert not bad, f"{f.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def _module_name(path: Path, top: Path) -> str:
+    parts = path.relative_to(top.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph(top: Path = PKG) -> dict[str, dict[str, str]]:
+    """{module: {module it imports: "file:line" of the first such import}} over the package at ``top``
+    (the rule is test_no_import_circle_in_the_package's docstring)."""
+    files = {_module_name(p, top): p for p in sorted(top.rglob("*.py"))}
+    graph: dict[str, dict[str, str]] = {}
+    for name, path in files.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        edges: dict[str, int] = {}
+
+        def add(target, node, name=name, edges=edges):
+            if target in files and target != name:
+                edges[target] = min(edges.get(target, node.lineno), node.lineno)
+
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    add(a.name, node)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # from . import x / from ..y import z
+                    base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+                for a in node.names:
+                    add(f"{base}.{a.name}" if f"{base}.{a.name}" in files else base, node)
+            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
+                  == "import_module" and node.args and isinstance(node.args[0], ast.Constant)):
+                add(node.args[0].value, node)
+            elif (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets)
+                  and isinstance(node.value, ast.Dict)):  # jaxvae/__init__.py's lazy attributes
+                for v in node.value.values:
+                    if isinstance(v, ast.Constant):
+                        add(v.value, node)
+        graph[name] = {t: f"{path.relative_to(top.parent)}:{line}" for t, line in sorted(edges.items())}
+    return graph
+
+
+def _circles(graph: dict[str, dict[str, str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def test_import_graph_rule_on_a_small_package(tmp_path):
+    """The graph builder on a made-up package: a circle through a package ``__init__``, one hidden by a
+    lazy import, a relative import, and a package re-exporting its submodules (no circle)."""
+    pkg = tmp_path / "pk"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "from pk.a import f\n",                 # the package re-exports a.f ...
+        "a.py": "from pk import g\ndef f(): pass\n",           # ... and a takes a name from the package
+        "b.py": "def h():\n    from pk.c import k\n",         # lazy
+        "c.py": "from . import b\ndef k(): pass\n",            # relative, a submodule
+        "sub/__init__.py": "from pk.sub.d import x\n",       # re-export only: no circle
+        "sub/d.py": "import pk.sub.e\nx = 1\n",
+        "sub/e.py": "from ..sub import d\n",                 # imports the sibling module itself
+    }
+    for rel, text in files.items():
+        (pkg / rel).write_text(text)
+    graph = _import_graph(pkg)
+    assert graph["pk.c"] == {"pk.b": "pk/c.py:1"} and set(graph["pk.a"]) == {"pk"}
+    assert set(graph["pk.sub"]) == {"pk.sub.d"} and set(graph["pk.sub.e"]) == {"pk.sub.d"}
+    assert _circles(graph) == [["pk", "pk.a"], ["pk.b", "pk.c"], ["pk.sub.d", "pk.sub.e"]]
+
+
+def test_no_import_circle_in_the_package():
+    """No import circle anywhere in jaxvae/: every strongly connected component of the import graph is
+    one module.
+
+    The graph has a node per module (a package is its ``__init__.py``) and an edge for every import
+    statement of a module at any depth: module level or inside a function (a lazy import is a dependency
+    too; it only runs later). ``from X import Y`` goes to the submodule ``X.Y`` when there is one, else to
+    ``X``; relative imports are resolved; ``importlib.import_module("name")`` and the ``_EXPORTS`` table
+    of jaxvae/__init__.py (its lazy attributes) count as imports.
+
+    Packages: importing ``jaxvae.x.y`` makes Python run ``jaxvae/x/__init__.py`` first, but that is not an
+    edge, so a package ``__init__`` may import (re-export) its own submodules. A module that imports a
+    name from a package (``from jaxvae.x import name``) depends on that ``__init__``: if the ``__init__``
+    imports the module, directly or through others, that is a circle through the ``__init__`` (import
+    the sibling module itself instead).
+
+    Lazy imports stay only where they defer a heavy import for speed (jaxvae/__init__.py's attributes,
+    the sweep CLI's report, matplotlib); those import strictly downward, so they close no circle. Shared
+    code goes to a module below both sides, never behind a lazy import."""
+    graph = _import_graph()
+    assert len(graph) >= 50 and "jaxvae.vae.model" in graph["jaxvae.experiment.runner"]
+    assert "jaxvae.vae.registry" in graph["jaxvae"]  # the lazy attribute table is read
+    lines = []
+    for component in _circles(graph):
+        lines.append(" <-> ".join(component) + ":")
+        lines += [f"    {a} -> {b} ({where})" for a in component for b, where in sorted(graph[a].items())
+                  if b in component]
+    assert not lines, "import circles in jaxvae/:\n" + "\n".join(lines)
 
 
 def test_importing_the_sweep_helpers_does_not_import_jax():
@@ -188,7 +315,6 @@ def test_custom_parts_experiment_runs_vectorized_through_launch_sh_and_the_repor
 
 
 # -- the public API ------------------------------------------------------------------------------------
-@pytest.mark.xdist_group("resume_reference")  # the session-scoped resume_reference run, once
 def test_load_run_recomputes_the_results_json_bounds(resume_reference):
     """A finished quickstart run loaded from its workdir: the final evaluation recomputed through the API
     (same examples, same key, last checkpoint) equals results.json."""

@@ -1,7 +1,8 @@
 """The default experiment config: every field any experiment may set, with its one meaning.
 
 Experiment files in ``experiments/`` start from ``base_config()`` and change what they need; any field
-can be overridden on the command line (``--config.objective.k=50``).
+can be overridden on the command line (``--config.objective.k=50``). ``flatten`` lists a config's fields by
+dotted path (validation, tracking and vectorized groups compare configs that way).
 """
 
 from __future__ import annotations
@@ -210,3 +211,14 @@ def flow_mnist_config() -> ml_collections.ConfigDict:
     c.train.eval_every_epochs = 10
     c.eval.ks = (1, 5, 50, 5000)
     return c
+
+
+def flatten(c, prefix="") -> dict:
+    """{dotted path: value} for every leaf of a (nested) ConfigDict or dict."""
+    out = {}
+    for k, v in c.items():
+        if isinstance(v, (ml_collections.ConfigDict, dict)):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -159,8 +159,8 @@ def _jit(fn, model):
 def _read_config(workdir: Path) -> ml_collections.ConfigDict:
     """The run's config: results.json's full config when finished, else config.json (the fields that
     define the model and training) over the defaults."""
-    from jaxvae.experiment.configs import base_config
-    from jaxvae.experiment.validation import flatten, override
+    from jaxvae.experiment.configs import base_config, flatten
+    from jaxvae.experiment.validation import override
 
     results = workdir / "results.json"
     saved = None

@@ -29,9 +29,8 @@ from jaxvae.experiment.imaging import bits_per_dim_results
 from jaxvae.experiment.factor_eval import factor_metrics, rate_distortion, sample_quality
 from jaxvae.vae.evaluation import linear_gaussian_log_px
 from jaxvae.experiment.metrics import MetricWriter
+from jaxvae.experiment.protocol import EXIT_PREEMPTED
 from jaxvae.vae.model import VAE
-
-EXIT_PREEMPTED = 3
 
 
 class RunError(RuntimeError):

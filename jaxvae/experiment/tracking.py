@@ -18,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+from jaxvae.experiment.configs import flatten
+
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}  # config flag -> the module it needs (the extra's name)
 WANDB_MODES = ("offline", "online", "disabled")
 STATE_FILE = "tracking.json"
@@ -73,8 +75,6 @@ def open_trackers(config, workdir: str | Path, log=print) -> list:
 # -- what is logged -----------------------------------------------------------------------------------
 def flat_config(config) -> dict:
     """The config as {dotted.path: value}, sorted; sequences as lists."""
-    from jaxvae.experiment.validation import flatten
-
     flat = sorted(flatten(config.to_dict()).items())
     return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in flat}
 

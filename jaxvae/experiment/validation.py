@@ -8,7 +8,7 @@ import re
 
 import ml_collections
 
-from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.configs import base_config, flatten
 from jaxvae.experiment.tracking import WANDB_MODES, config_problems
 
 CHOICES = {
@@ -64,17 +64,6 @@ MAXIMUM = {"train.adam_b1": (1, True), "train.adam_b2": (1, True), "objective.be
 
 class ConfigError(ValueError):
     """An invalid config; the message names the field and the allowed values."""
-
-
-def flatten(c, prefix="") -> dict:
-    """{dotted path: value} for every leaf of a (nested) ConfigDict or dict."""
-    out = {}
-    for k, v in c.items():
-        if isinstance(v, (ml_collections.ConfigDict, dict)):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _type_ok(default, value) -> bool:

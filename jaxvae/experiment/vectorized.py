@@ -6,7 +6,7 @@
         --workdir=runs/X/seed=0 --workdir=runs/X/seed=1 --workdir=runs/X/seed=2 \\
         --overrides='[{"seed": 0}, {"seed": 1}, {"seed": 2}]'
 
-Runs ("members") whose configs differ only in the fields listed in ``jaxvae.sweeps.VECTORIZED_FIELDS``
+Runs ("members") whose configs differ only in the fields listed in ``jaxvae.experiment.protocol.VECTORIZED_FIELDS``
 (the seed, the traced hyperparameters ``train.learning_rate``, ``objective.beta``,
 ``objective.kl_warmup_steps``, and host-side settings such as ``eval.*``) have the same array shapes.
 Their parameters, optimizer states and PRNG keys are stacked on a leading member axis and the fused
@@ -74,8 +74,8 @@ from jaxvae.experiment import train as train_lib  # noqa: E402
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints  # noqa: E402
 from jaxvae.experiment.eval_driver import evaluate_members  # noqa: E402
 from jaxvae.experiment.metrics import MetricWriter  # noqa: E402
-from jaxvae.sweeps.declare import VECTORIZED_TRACED_FIELDS, is_vectorizable_field  # noqa: E402
-from jaxvae.experiment.validation import flatten  # noqa: E402
+from jaxvae.experiment.protocol import VECTORIZED_TRACED_FIELDS, is_vectorizable_field  # noqa: E402
+from jaxvae.experiment.configs import flatten  # noqa: E402
 
 __all__ = ["GroupError", "member_configs", "check_group", "train_group", "main_entry"]
 
@@ -108,7 +108,7 @@ def differing_fields(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
 
 
 def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
-    """GroupError unless the configs differ only in vectorizable fields (``jaxvae.sweeps``'s list)."""
+    """GroupError unless the configs differ only in vectorizable fields (``jaxvae.experiment.protocol``'s list)."""
     bad = [k for k in differing_fields(configs) if not is_vectorizable_field(k)]
     if bad:
         raise GroupError(f"these runs cannot be vectorized: they differ in {', '.join(bad)} (only "

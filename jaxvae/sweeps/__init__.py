@@ -1,6 +1,7 @@
 """Sweeps and the report: the third layer (imports neither the maths nor the runner at import time).
 
-    declare.py   product / zipped / chain (what experiment files import), vectorizable fields
+    declare.py   product / zipped / chain (what experiment files import); the vectorizable fields are
+                 jaxvae.experiment.protocol's (re-exported here)
     plan.py      loading an experiment file, run names and workdirs, jobs and vectorized groups, run state
     local.py     running jobs on this machine (--parallel, GPU/CPU slots, logs, summary)
     cluster.py   Slurm array scripts and TPU-VM gcloud commands
@@ -8,8 +9,9 @@
     report.py    python -m jaxvae.sweeps.report RUNS_DIR: tables, plots, report.html
 """
 
-from jaxvae.sweeps.declare import (VECTORIZED_FIELDS, VECTORIZED_HOST_FIELDS, VECTORIZED_TRACED_FIELDS,
-                                   chain, is_vectorizable_field, normalize_sweep, product, zipped)
+from jaxvae.experiment.protocol import (VECTORIZED_FIELDS, VECTORIZED_HOST_FIELDS, VECTORIZED_TRACED_FIELDS,
+                                       is_vectorizable_field)
+from jaxvae.sweeps.declare import chain, normalize_sweep, product, zipped
 from jaxvae.sweeps.plan import Job, Run, flag_value, group_runs, make_runs, plan_jobs, run_names
 from jaxvae.sweeps.declare import MAX_NAME_LEN
 from jaxvae.sweeps.cli import build_parser, main, slurm_requests_gpus

@@ -26,16 +26,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from jaxvae.sweeps.report_common import (Table, color_cycle, flatten, fmt_id, fmt_value, identity, load_runs, lookup,
+                                         mean_std, number, pyplot, sort_key)
+
 BETA_PATH = "objective.beta"
 
 
-def _R():
-    from jaxvae.sweeps import report  # noqa: PLC0415  (report imports this module's plots lazily)
-    return report
-
-
 def _beta(run) -> float | None:
-    return _R()._num(_R().identity(run.results)["beta"])
+    return number(identity(run.results)["beta"])
 
 
 def varies_beta(runs: Sequence[Any]) -> bool:
@@ -44,14 +42,14 @@ def varies_beta(runs: Sequence[Any]) -> bool:
 
 def series_key(run) -> str:
     """The run's config without beta, the seed and the name: runs of one series differ only in those."""
-    flat = _R()._flatten(run.results.get("config") or {})
+    flat = flatten(run.results.get("config") or {})
     drop = {BETA_PATH, "seed", "name"}
     return json.dumps(sorted((k, repr(v)) for k, v in flat.items() if k not in drop))
 
 
 def series_label(runs: Sequence[Any], key: str) -> str:
     """The fields that tell this series from the others (``latent_dim=10``), or "all runs"."""
-    flats = {series_key(r): _R()._flatten(r.results.get("config") or {}) for r in runs}
+    flats = {series_key(r): flatten(r.results.get("config") or {}) for r in runs}
     if len(flats) < 2:
         return "all runs"
     fields = sorted({k for f in flats.values() for k in f}
@@ -62,10 +60,9 @@ def series_label(runs: Sequence[Any], key: str) -> str:
 
 def beta_series(runs: Sequence[Any], path: str) -> dict[str, dict[float, list[float]]]:
     """{series: {beta: [value of ``path`` in results.json, one per seed]}} (runs lacking it skipped)."""
-    R = _R()
     out: dict[str, dict[float, list[float]]] = {}
     for r in runs:
-        v, b = R._num(R._get(r.results, path)), _beta(r)
+        v, b = number(lookup(r.results, path)), _beta(r)
         if v is not None and b is not None:
             out.setdefault(series_key(r), {}).setdefault(b, []).append(v)
     return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
@@ -74,7 +71,6 @@ def beta_series(runs: Sequence[Any], path: str) -> dict[str, dict[float, list[fl
 def rate_distortion_points(runs: Sequence[Any]) -> list[dict]:
     """One dict per (series, beta): rate and distortion mean and sample std over seeds, n, and
     ``neg_elbo`` = mean R + mean D; ``optimal`` marks each series' point of lowest R + D (highest ELBO)."""
-    R = _R()
     rates, dists = beta_series(runs, "test.rate"), beta_series(runs, "test.distortion")
     points = []
     for key, by_beta in rates.items():
@@ -83,7 +79,7 @@ def rate_distortion_points(runs: Sequence[Any]) -> list[dict]:
             ds = dists.get(key, {}).get(b, [])
             if len(ds) != len(rs):
                 continue
-            (rm, rsd, n), (dm, dsd, _) = R.mean_std(rs), R.mean_std(ds)
+            (rm, rsd, n), (dm, dsd, _) = mean_std(rs), mean_std(ds)
             p = {"series": key, "beta": b, "rate": rm, "rate_std": rsd or 0.0, "distortion": dm,
                  "distortion_std": dsd or 0.0, "n": n, "neg_elbo": rm + dm, "optimal": False}
             points.append(p)
@@ -106,9 +102,8 @@ def _beta_axis(ax, betas):
 
 
 def _errorbar_vs_beta(ax, by_beta: dict[float, list[float]], **kw):
-    R = _R()
     bs = sorted(by_beta)
-    stats = [R.mean_std(by_beta[b]) for b in bs]
+    stats = [mean_std(by_beta[b]) for b in bs]
     ax.errorbar(bs, [m for m, _, _ in stats], yerr=[sd or 0.0 for _, sd, _ in stats], capsize=3, ms=4, **kw)
 
 
@@ -116,10 +111,9 @@ def plot_rate_distortion(runs: Sequence[Any], path: str) -> bool:
     points = rate_distortion_points(runs)
     if not varies_beta(runs) or len({p["beta"] for p in points}) < 2:
         return False
-    R = _R()
-    plt = R._pyplot()
+    plt = pyplot()
     keys = sorted({p["series"] for p in points})
-    colors = dict(zip(keys, R._colors(len(keys))))
+    colors = dict(zip(keys, color_cycle(len(keys))))
     quality = beta_series(runs, "test.sample_manifold_rmse")
     fig, axes = plt.subplots(1, 3 if quality else 2, figsize=(18 if quality else 12, 4.8))
     ax = axes[0]
@@ -177,11 +171,10 @@ def plot_rate_distortion(runs: Sequence[Any], path: str) -> bool:
 
 def _plot_sample_quality(ax, runs, points, quality, keys, colors):
     """Distortion (reconstruction) against the prior samples' distance to the data manifold, per beta."""
-    R = _R()
     for key in keys:
         ps = sorted((p for p in points if p["series"] == key and p["beta"] in quality.get(key, {})),
                     key=lambda p: p["beta"])
-        stats = [R.mean_std(quality[key][p["beta"]]) for p in ps]
+        stats = [mean_std(quality[key][p["beta"]]) for p in ps]
         ax.errorbar([p["distortion"] for p in ps], [m for m, _, _ in stats],
                     xerr=[p["distortion_std"] for p in ps], yerr=[sd or 0.0 for _, sd, _ in stats], fmt="o-",
                     color=colors[key], ms=5, capsize=3, lw=1.2, label=series_label(runs, key))
@@ -198,7 +191,7 @@ def _plot_sample_quality(ax, runs, points, quality, keys, colors):
 def factor_names(runs: Sequence[Any]) -> list[str]:
     names: list[str] = []
     for r in runs:
-        for n in (_R()._get(r.results, "test.disentanglement.mig_per_factor") or {}):
+        for n in (lookup(r.results, "test.disentanglement.mig_per_factor") or {}):
             if n not in names:
                 names.append(n)
     return names
@@ -208,10 +201,9 @@ def plot_disentanglement_vs_beta(runs: Sequence[Any], path: str) -> bool:
     mig = beta_series(runs, "test.disentanglement.mig")
     if not varies_beta(runs) or not mig:
         return False
-    R = _R()
-    plt = R._pyplot()
+    plt = pyplot()
     keys = sorted(mig)
-    colors = dict(zip(keys, R._colors(len(keys))))
+    colors = dict(zip(keys, color_cycle(len(keys))))
     names = factor_names(runs)
     styles = ["o-", "s--", "^:", "d-.", "v-", "x--"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
@@ -247,21 +239,20 @@ def plot_traversals(runs: Sequence[Any], path: str) -> bool:
     """Each (series, beta)'s traversals.png (lowest seed) in one grid: rows = series, columns = beta."""
     if not varies_beta(runs):
         return False
-    R = _R()
     cells: dict[tuple[str, float], tuple[Any, str]] = {}
     for r in runs:
         png = os.path.join(r.path, "traversals.png")
         b = _beta(r)
         if b is None or not os.path.exists(png):
             continue
-        seed = R._num(R.identity(r.results)["seed"]) or 0.0
+        seed = number(identity(r.results)["seed"]) or 0.0
         key = (series_key(r), b)
         if key not in cells or seed < cells[key][0]:
             cells[key] = (seed, png)
     if not cells:
         return False
     import matplotlib.image as mpimg  # noqa: PLC0415
-    plt = R._pyplot()
+    plt = pyplot()
     keys = sorted({k for k, _ in cells})
     betas = sorted({b for _, b in cells})
     fig, axes = plt.subplots(len(keys), len(betas), figsize=(3.4 * len(betas), 3.6 * len(keys)), squeeze=False)
@@ -283,46 +274,44 @@ def plot_traversals(runs: Sequence[Any], path: str) -> bool:
 
 def alignment_table(runs: Sequence[Any]) -> str:
     """Markdown: per run, beta, the latent with the largest MI with each factor and that factor's MIG."""
-    R = _R()
     names = factor_names(runs)
     rows = []
-    for r in sorted(runs, key=R._sort_key):
-        d = R._get(r.results, "test.disentanglement")
+    for r in sorted(runs, key=sort_key):
+        d = lookup(r.results, "test.disentanglement")
         if not isinstance(d, dict):
             continue
-        ident = R.identity(r.results)
-        cells = [r.name, R._fmt_id(ident["beta"]), R._fmt_id(ident["latent_dim"]), R._fmt_id(ident["seed"]),
-                 R._fmt(R._get(r.results, "test.active_units"), 0)]
+        ident = identity(r.results)
+        cells = [r.name, fmt_id(ident["beta"]), fmt_id(ident["latent_dim"]), fmt_id(ident["seed"]),
+                 fmt_value(lookup(r.results, "test.active_units"), 0)]
         for n in names:
             cells.append(f"z{d['mig_latent'].get(n)} ({d['mig_per_factor'].get(n, math.nan):.2f})")
         cells.append(f"{d['mig']:.3f}")
         rows.append(cells)
     headers = ["run", "beta", "latent_dim", "seed", "active units"] + [f"{n}: latent (MIG)" for n in names] + ["MIG"]
-    return R.Table(headers, rows, [False, True, True, True, True] + [False] * len(names) + [True]).markdown()
+    return Table(headers, rows, [False, True, True, True, True] + [False] * len(names) + [True]).markdown()
 
 
 def alignment_summary(runs: Sequence[Any], first: str = "brightness", second: str = "contrast",
                       threshold: float = 0.3) -> str:
     """Markdown: per (latent_dim, beta), in how many seeds ``first`` and ``second`` have different top
     latents with a per-factor MIG above ``threshold`` each, and their mean per-factor MIGs."""
-    R = _R()
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        d = R._get(r.results, "test.disentanglement")
+        d = lookup(r.results, "test.disentanglement")
         if not isinstance(d, dict) or first not in d.get("mig_latent", {}):
             continue
-        ident = R.identity(r.results)
-        groups.setdefault((R._num(ident["latent_dim"]) or 0, _beta(r) or 0), []).append(d)
+        ident = identity(r.results)
+        groups.setdefault((number(ident["latent_dim"]) or 0, _beta(r) or 0), []).append(d)
     rows = []
     for (dim, beta), ds in sorted(groups.items()):
         ok = sum(d["mig_latent"][first] != d["mig_latent"][second] and d["mig_per_factor"][first] > threshold
                  and d["mig_per_factor"][second] > threshold for d in ds)
-        m1, s1, _ = R.mean_std([d["mig_per_factor"][first] for d in ds])
-        m2, s2, _ = R.mean_std([d["mig_per_factor"][second] for d in ds])
+        m1, s1, _ = mean_std([d["mig_per_factor"][first] for d in ds])
+        m2, s2, _ = mean_std([d["mig_per_factor"][second] for d in ds])
         rows.append([f"{dim:g}", f"{beta:g}", f"{ok}/{len(ds)}", f"{m1:.2f} ± {s1 or 0:.2f}",
                      f"{m2:.2f} ± {s2 or 0:.2f}"])
-    return R.Table(["latent_dim", "beta", f"separate latents, both MIG > {threshold}", f"MIG {first}",
-                    f"MIG {second}"], rows, [True, True, True, True, True]).markdown()
+    return Table(["latent_dim", "beta", f"separate latents, both MIG > {threshold}", f"MIG {first}",
+                  f"MIG {second}"], rows, [True, True, True, True, True]).markdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -331,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description="Per-run factor alignment table (which latent carries which factor).")
     p.add_argument("root")
     args = p.parse_args(argv)
-    runs = [r for r in _R().load_runs(args.root) if r.finished]
+    runs = [r for r in load_runs(args.root) if r.finished]
     print(alignment_table(runs))
     print()
     print(alignment_summary(runs))

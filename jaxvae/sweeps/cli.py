@@ -41,7 +41,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from jaxvae.sweeps.declare import (DEFAULT_RUNNER, DEFAULT_VECTORIZE, EXIT_PREEMPTED, RUNNER_ENV, VECTORIZED_FIELDS, VECTORIZED_RUNNER, VECTORIZED_RUNNER_ENV)
+from jaxvae.experiment.protocol import EXIT_PREEMPTED, VECTORIZED_FIELDS
+from jaxvae.sweeps.declare import (DEFAULT_RUNNER, DEFAULT_VECTORIZE, RUNNER_ENV, VECTORIZED_RUNNER, VECTORIZED_RUNNER_ENV)
 from jaxvae.sweeps.plan import (_is_url, Job, Run, _call, _read_json, describe_plan, experiment_stem, flag_value, group_runs, is_finished, load_module, make_runs, plan_jobs, run_state, split_config_arg, vectorized_argv)
 from jaxvae.sweeps.local import (_Launcher, _now, _write_json, per_run_outcomes, print_summary, visible_gpus)
 from jaxvae.sweeps.cluster import (slurm_script, tpu_command)

@@ -7,7 +7,7 @@ import os
 import shlex
 from collections.abc import Sequence
 
-from jaxvae.sweeps.declare import (EXIT_PREEMPTED)
+from jaxvae.experiment.protocol import EXIT_PREEMPTED
 from jaxvae.sweeps.plan import (Job)
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Declaring sweeps in experiment files: ``product``, ``zipped``, ``chain`` of config-override axes, and which
-config fields a vectorized group may vary. Imports only the standard library (experiment files import it)."""
+"""Declaring sweeps in experiment files: ``product``, ``zipped``, ``chain`` of config-override axes, and the
+runner modules the launcher starts. Imports only the standard library (experiment files import it); which
+config fields a vectorized group may vary is ``jaxvae.experiment.protocol``'s list."""
 
 
 from __future__ import annotations
@@ -19,22 +20,6 @@ VECTORIZED_RUNNER = "jaxvae.experiment.vectorized"  # trains a group of runs in 
 VECTORIZED_RUNNER_ENV = "JAXVAE_VECTORIZED_RUN_MODULE"  # overrides it (tests)
 DEFAULT_VECTORIZE = 16  # the default cap on runs per vectorized process
 
-# Vectorized sweeps: runs whose configs differ ONLY in these fields are trained together by one process
-# (jaxvae.experiment.vectorized: parameters/optimizer states/keys stacked, one vmapped train step). Every other field
-# (objective.name/k, model sizes, flow length, batch size, dataset, schedule, epochs, ...) changes array
-# shapes or the program, and runs that differ in it go to separate processes.
-VECTORIZED_TRACED_FIELDS = ("train.learning_rate", "objective.beta", "objective.kl_warmup_steps")  # traced
-VECTORIZED_HOST_FIELDS = (  # only used on the host or for per-member setup (init, data order, keys)
-    "seed", "name", "train.log_every_steps", "train.keep_checkpoints", "train.init_from")
-VECTORIZED_HOST_PREFIXES = ("eval.",)  # evaluation is sequential per member, with its own config
-VECTORIZED_FIELDS = VECTORIZED_TRACED_FIELDS + VECTORIZED_HOST_FIELDS + tuple(p + "*" for p in VECTORIZED_HOST_PREFIXES)
-
-
-def is_vectorizable_field(key: str) -> bool:
-    """May runs that differ in config field ``key`` (dotted path) be trained in one vectorized process?"""
-    return key in VECTORIZED_TRACED_FIELDS or key in VECTORIZED_HOST_FIELDS or key.startswith(
-        VECTORIZED_HOST_PREFIXES)
-EXIT_PREEMPTED = 3  # the runner's exit code after SIGTERM + checkpoint (relaunching resumes)
 MAX_NAME_LEN = 120
 
 # ----------------------------------------------------------------------------------------------------

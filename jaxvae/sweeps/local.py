@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from jaxvae.sweeps.declare import (EXIT_PREEMPTED)
+from jaxvae.experiment.protocol import EXIT_PREEMPTED
 from jaxvae.sweeps.plan import (_is_url, Job, _read_json, is_finished, run_state)
 
 # ----------------------------------------------------------------------------------------------------

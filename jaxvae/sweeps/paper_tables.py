@@ -38,6 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxvae.sweeps.report_common import Table, load_runs, lookup
+
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
 METRIC_PATHS = {"nll": "test.nll", "elbo": "test.elbo", "active_units": "test.active_units"}
 LOWER_IS_BETTER = {"nll"}
@@ -88,14 +90,6 @@ def load_paper_tables(folder: str | Path = PAPERS_DIR) -> list[PaperTable]:
 
 
 # -- matching runs ------------------------------------------------------------------------------------
-def _get(d: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
 _MISSING = object()
 
 
@@ -203,13 +197,13 @@ def _lines(table: PaperTable, runs: Sequence[dict], assume: dict, defaults: dict
         for r in hits:
             groups.setdefault(_seed_key(r), []).append(r)
         for g in groups.values():
-            layers = [_get(r, "test.active_units_per_layer") for r in g]
+            layers = [lookup(r, "test.active_units_per_layer") for r in g]
             per_layer = []
             if layers and all(isinstance(x, list) for x in layers) and len({len(x) for x in layers}) == 1:
                 per_layer = [sum(x[i] for x in layers) / len(layers) for i in range(len(layers[0]))]
-            out.append(Line(entry, g, _mean_std(_get(r, path) for r in g),
-                            _mean_std(_get(r, train_path) for r in g) if train_path else (None, None, 0),
-                            _mean_std(_get(r, "test.active_units") for r in g), per_layer))
+            out.append(Line(entry, g, _mean_std(lookup(r, path) for r in g),
+                            _mean_std(lookup(r, train_path) for r in g) if train_path else (None, None, 0),
+                            _mean_std(lookup(r, "test.active_units") for r in g), per_layer))
     return out
 
 
@@ -290,23 +284,15 @@ def paper_tables(runs: Sequence[dict], assume: dict | None = None, folder: str |
 
 
 def markdown(sections: list[dict]) -> str:
-    def cell(s):
-        return str(s).replace("|", "\\|").replace("\n", " ")
-
     out = []
     for s in sections:
         out += [f"## {s['title']}", "", f"From jaxvae/sweeps/papers/{s['file']}. {s['note']}", ""]
         for _, headers, rows, numeric in s["tables"]:
-            out.append("| " + " | ".join(cell(h) for h in headers) + " |")
-            out.append("|" + "|".join("---:" if n else "---" for n in numeric) + "|")
-            out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-            out.append("")
+            out += [Table(list(headers), [list(r) for r in rows], list(numeric)).markdown(), ""]
     return "\n".join(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from jaxvae.sweeps.report import load_runs
-
     p = argparse.ArgumentParser(prog="python -m jaxvae.sweeps.paper_tables",
                                 description="Lay finished runs out like the published tables in jaxvae/sweeps/papers/.")
     p.add_argument("root", help="folder holding run workdirs (searched recursively)")

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from jaxvae.sweeps.declare import (MAX_NAME_LEN, Point, Sweep, is_vectorizable_field, normalize_sweep)
+from jaxvae.experiment.protocol import is_vectorizable_field
+from jaxvae.sweeps.declare import (MAX_NAME_LEN, Point, Sweep, normalize_sweep)
 
 # ----------------------------------------------------------------------------------------------------
 # Names, values and commands

@@ -21,111 +21,16 @@ import csv
 import dataclasses
 import html
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-RUN_FILES = ("results.json", "status.json", "launch.json")
-PRUNE_DIRS = {"checkpoints", "checkpoint", "ckpt", "images", "tb", "tensorboard", "slurm", ".git",
-              "mlruns", "wandb"}  # tracking stores hold copies of results.json: not runs
+from jaxvae.sweeps import beta_report, paper_tables
+from jaxvae.sweeps.report_common import (IDENTITY, RunRecord, Table, color_cycle, flatten, fmt_id, fmt_value,
+                                         identity, load_runs, lookup, mean_std, number, pyplot, sort_key)
+
 SEED_KEYS = {"seed"}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Loading
-# ----------------------------------------------------------------------------------------------------
-
-
-def _read_json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-@dataclasses.dataclass
-class RunRecord:
-    path: str  # the run's workdir
-    name: str  # path relative to the report root
-    status: str  # finished | running | preempted | failed | not started | unknown ...
-    results: dict | None = None
-    status_json: dict | None = None
-    launch: dict | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.results is not None and self.status == "finished"
-
-    @property
-    def log_path(self) -> str | None:
-        p = os.path.join(self.path, "log.txt")
-        return p if os.path.exists(p) else None
-
-    @property
-    def message(self) -> str:
-        return str((self.status_json or {}).get("message") or (self.results or {}).get("message") or "")
-
-    @property
-    def step(self) -> Any:
-        return (self.status_json or {}).get("step")
-
-    @property
-    def exit_code(self) -> Any:
-        return (self.launch or {}).get("exit_code")
-
-
-def _classify(results, status_json, launch) -> str:
-    if results is not None:
-        return str(results.get("status") or (status_json or {}).get("status") or "finished")
-    status = (status_json or {}).get("status")
-    rc = (launch or {}).get("exit_code")
-    if launch and launch.get("end") and rc is not None:  # the launcher saw the process end
-        if rc == 3:
-            return "preempted"
-        if rc != 0 or status in (None, "running", "finished"):
-            return "failed"
-    return str(status or "unknown")
-
-
-def load_runs(root: str) -> list[RunRecord]:
-    """Every run folder under root (one holding results.json, status.json or launch.json), plus the
-    runs a ``sweep.json`` manifest planned that left no files ("not started")."""
-    records: dict[str, RunRecord] = {}
-    planned: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in PRUNE_DIRS)
-        if "sweep.json" in filenames:
-            manifest = _read_json(os.path.join(dirpath, "sweep.json")) or {}
-            for r in manifest.get("runs", []):
-                if isinstance(r, dict) and isinstance(r.get("name"), str):
-                    planned.append(os.path.normpath(os.path.join(dirpath, r["name"])))
-        if not any(f in filenames for f in RUN_FILES):
-            continue
-        dirnames[:] = []  # a run folder: its subfolders are checkpoints, pictures...
-        results = _read_json(os.path.join(dirpath, "results.json")) if "results.json" in filenames else None
-        status_json = _read_json(os.path.join(dirpath, "status.json"))
-        launch = _read_json(os.path.join(dirpath, "launch.json"))
-        if "results.json" in filenames and not isinstance(results, dict):
-            results, status = None, "unreadable results.json"
-        else:
-            status = _classify(results, status_json if isinstance(status_json, dict) else None,
-                               launch if isinstance(launch, dict) else None)
-        path = os.path.normpath(dirpath)
-        records[path] = RunRecord(path, _rel(path, root), status, results,
-                                  status_json if isinstance(status_json, dict) else None,
-                                  launch if isinstance(launch, dict) else None)
-    for path in planned:
-        if path not in records:
-            records[path] = RunRecord(path, _rel(path, root), "not started")
-    return sorted(records.values(), key=lambda r: r.name)
-
-
-def _rel(path: str, root: str) -> str:
-    rel = os.path.relpath(path, root)
-    return os.path.basename(os.path.normpath(path)) if rel == "." else rel
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -133,62 +38,9 @@ def _rel(path: str, root: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _get(d: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-def _first(results: dict, *paths: str) -> Any:
-    for p in paths:
-        v = _get(results, p)
-        if v is not None:
-            return v
-    return None
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, dict):
-                out.update(_flatten(v, key))
-            else:
-                out[key] = tuple(v) if isinstance(v, list) else v
-    return out
-
-
-# Identity of a run: (column, summary key, config fallback).
-IDENTITY = [
-    ("dataset", "summary.dataset", "config.data.name"),
-    ("objective", "summary.objective", "config.objective.name"),
-    ("k", "summary.k", "config.objective.k"),
-    ("flow", "summary.flow", "config.model.flow"),
-    ("flow_length", "summary.flow_length", "config.model.flow_length"),
-    ("beta", "summary.beta", "config.objective.beta"),
-    ("latent_dim", "summary.latent_dim", "config.model.latent_dim"),
-    ("seed", "summary.seed", "config.seed"),
-]
 # Config fields the identity columns already show (not repeated in the "other" column).
 SHOWN_CONFIG = {"seed", "name", "data.name", "objective.name", "objective.k", "model.flow",
                 "model.flow_length", "objective.beta", "model.latent_dim"}
-
-
-def identity(results: dict) -> dict[str, Any]:
-    return {col: _first(results, s, c) for col, s, c in IDENTITY}
 
 
 def flow_label(flow: Any, length: Any) -> str:
@@ -201,15 +53,15 @@ def flow_label(flow: Any, length: Any) -> str:
 def iwae_bounds(results: dict) -> dict[int, float]:
     """{K: IWAE_K} of the test set; IWAE_1 falls back to the test ELBO."""
     out = {}
-    for k, v in (_get(results, "test.iwae") or {}).items():
+    for k, v in (lookup(results, "test.iwae") or {}).items():
         try:
             kk = int(k)
         except (TypeError, ValueError):
             continue
-        if _num(v) is not None:
+        if number(v) is not None:
             out[kk] = float(v)
-    if 1 not in out and _num(_get(results, "test.elbo")) is not None:
-        out[1] = float(_get(results, "test.elbo"))
+    if 1 not in out and number(lookup(results, "test.elbo")) is not None:
+        out[1] = float(lookup(results, "test.elbo"))
     return dict(sorted(out.items()))
 
 
@@ -249,24 +101,24 @@ class Column:
 
 
 def metric_columns(runs: Sequence[RunRecord]) -> list[Column]:
-    ks = sorted({k for r in runs for k in (_get(r.results, "test.iwae") or {}) if str(k).lstrip("-").isdigit()},
+    ks = sorted({k for r in runs for k in (lookup(r.results, "test.iwae") or {}) if str(k).lstrip("-").isdigit()},
                 key=int)
     ks = [int(k) for k in ks]
-    nll_ks = {_get(r.results, "test.nll_k") for r in runs if _num(_get(r.results, "test.nll")) is not None}
+    nll_ks = {lookup(r.results, "test.nll_k") for r in runs if number(lookup(r.results, "test.nll")) is not None}
     cols = []
     for key, header, path, dec in METRICS:
-        if key in OPTIONAL_METRICS and all(_num(_get(r.results, path)) is None for r in runs):
+        if key in OPTIONAL_METRICS and all(number(lookup(r.results, path)) is None for r in runs):
             continue
         if key == "bits_per_dim" and not any(
-                str(_get(r.results, "test.bits_per_dim_convention") or "").startswith("8-bit") for r in runs):
+                str(lookup(r.results, "test.bits_per_dim_convention") or "").startswith("8-bit") for r in runs):
             continue
         if key == "nll":
             for k in ks:
                 cols.append(Column(f"iwae_{k}", f"IWAE_{k}", 2,
-                                   lambda r, k=k: _get(r.results, f"test.iwae.{k}")))
+                                   lambda r, k=k: lookup(r.results, f"test.iwae.{k}")))
             if len(nll_ks) == 1 and None not in nll_ks:
                 header = f"NLL (K={nll_ks.pop()})"
-        cols.append(Column(key, header, dec, lambda r, p=path: _get(r.results, p)))
+        cols.append(Column(key, header, dec, lambda r, p=path: lookup(r.results, p)))
     return cols + weight_health_columns(runs)
 
 
@@ -274,15 +126,15 @@ def weight_health_columns(runs: Sequence[RunRecord]) -> list[Column]:
     """Importance-weight health at the NLL's K (results.json test.ess / test.pareto_k), when runs have it:
     mean and 10th percentile of the per-example ESS/K, and the share of examples with Pareto k-hat > 0.7."""
     def ess(r, stat):
-        return _get(r.results, f"test.ess.{_get(r.results, 'test.nll_k')}.{stat}")
+        return lookup(r.results, f"test.ess.{lookup(r.results, 'test.nll_k')}.{stat}")
 
     cols = []
-    if any(_num(ess(r, "mean")) is not None for r in runs):
+    if any(number(ess(r, "mean")) is not None for r in runs):
         cols += [Column("ess_mean", "ESS/K", 3, lambda r: ess(r, "mean")),
                  Column("ess_p10", "ESS/K p10", 3, lambda r: ess(r, "p10"))]
-    if any(_num(_get(r.results, "test.pareto_k.frac_above_0_7")) is not None for r in runs):
+    if any(number(lookup(r.results, "test.pareto_k.frac_above_0_7")) is not None for r in runs):
         cols.append(Column("khat_above_0_7", "k-hat > 0.7", 3,
-                           lambda r: _get(r.results, "test.pareto_k.frac_above_0_7")))
+                           lambda r: lookup(r.results, "test.pareto_k.frac_above_0_7")))
     return cols
 
 
@@ -298,37 +150,20 @@ def snr_figures(runs: Sequence[RunRecord], out_dir: str) -> list[tuple[str, str]
     return made
 
 
-def _fmt(v: Any, decimals: int) -> str:
-    x = _num(v)
-    if x is None:
-        return "" if v is None or isinstance(v, (int, float)) else str(v)
-    if decimals == 0:
-        return str(int(round(x)))
-    return f"{x:.{decimals}f}"
-
-
-def _fmt_id(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
 def other_fields(runs: Sequence[RunRecord]) -> list[str]:
     """Config fields (beyond the identity columns) whose values differ between runs."""
-    flats = [_flatten(r.results.get("config") or {}) for r in runs]
+    flats = [flatten(r.results.get("config") or {}) for r in runs]
     keys = sorted({k for f in flats for k in f} - SHOWN_CONFIG)
     return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
 
 
 def _other_label(run: RunRecord, fields: Sequence[str]) -> str:
-    flat = _flatten(run.results.get("config") or {})
+    flat = flatten(run.results.get("config") or {})
     labels = {}
     for f in fields:
         short = f.rsplit(".", 1)[-1]
         labels[f] = f if sum(g.rsplit(".", 1)[-1] == short for g in fields) > 1 else short
-    return " ".join(f"{labels[f]}={_fmt_id(flat.get(f))}" for f in fields)
+    return " ".join(f"{labels[f]}={fmt_id(flat.get(f))}" for f in fields)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -336,36 +171,8 @@ def _other_label(run: RunRecord, fields: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-    numeric: list[bool]
-
-    def markdown(self) -> str:
-        def cell(s):
-            return str(s).replace("|", "\\|").replace("\n", " ")
-        out = ["| " + " | ".join(cell(h) for h in self.headers) + " |",
-               "|" + "|".join("---:" if n else "---" for n in self.numeric) + "|"]
-        out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
-        return "\n".join(out)
-
-    def html(self) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
-        body = "".join("<tr>" + "".join(f'<td class="{"num" if n else "txt"}">{html.escape(str(c))}</td>'
-                                        for c, n in zip(row, self.numeric)) + "</tr>" for row in self.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _varies(runs, col) -> bool:
     return len({repr(identity(r.results)[col]) for r in runs}) > 1
-
-
-def _sort_key(r: RunRecord):
-    ident = identity(r.results)
-    def k(v):
-        return (0, float(v), "") if _num(v) is not None else (1, 0.0, str(v))
-    return tuple(k(ident[c]) for c, _, _ in IDENTITY) + (r.name,)
 
 
 def _id_columns(runs) -> list[str]:
@@ -380,7 +187,7 @@ def _id_columns(runs) -> list[str]:
 def _id_cell(ident: dict, col: str) -> str:
     if col == "flow":
         return flow_label(ident["flow"], ident["flow_length"])
-    return _fmt_id(ident[col])
+    return fmt_id(ident[col])
 
 
 def runs_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]]:
@@ -391,13 +198,13 @@ def runs_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]]:
     headers = ["run"] + id_cols + [c.header for c in metric_cols]
     numeric = [False] + [c in ("k", "beta", "latent_dim", "seed") for c in id_cols] + [True] * len(metric_cols)
     rows, csv_rows = [], []
-    for r in sorted(runs, key=_sort_key):
+    for r in sorted(runs, key=sort_key):
         ident = identity(r.results)
         row = [r.name] + [_id_cell(ident, c) for c in id_cols]
         for c in metric_cols:
-            cell = _fmt(c.get(r), c.decimals)
-            if c.key == "nll" and nll_in_cell and cell and _get(r.results, "test.nll_k") is not None:
-                cell += f" (K={_get(r.results, 'test.nll_k')})"
+            cell = fmt_value(c.get(r), c.decimals)
+            if c.key == "nll" and nll_in_cell and cell and lookup(r.results, "test.nll_k") is not None:
+                cell += f" (K={lookup(r.results, 'test.nll_k')})"
             row.append(cell)
         rows.append(row)
         csv_row = {"run": r.name, "status": r.status}
@@ -405,10 +212,10 @@ def runs_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]]:
         for c in metric_cols:
             csv_row[c.key] = c.get(r)
             if c.key == "nll":
-                csv_row["nll_k"] = _get(r.results, "test.nll_k")
-        csv_row["eval_wall_time_s"] = _get(r.results, "eval_wall_time_s")
-        csv_row["steps"] = _get(r.results, "train.steps")
-        csv_row["examples_per_s"] = _get(r.results, "train.examples_per_s")
+                csv_row["nll_k"] = lookup(r.results, "test.nll_k")
+        csv_row["eval_wall_time_s"] = lookup(r.results, "eval_wall_time_s")
+        csv_row["steps"] = lookup(r.results, "train.steps")
+        csv_row["examples_per_s"] = lookup(r.results, "train.examples_per_s")
         csv_rows.append(csv_row)
     return Table(headers, rows, numeric), csv_rows
 
@@ -417,7 +224,7 @@ def group_key(run: RunRecord) -> str:
     """Runs with equal keys differ only by seed: the whole config minus the seed (else the summary)."""
     config = run.results.get("config")
     if isinstance(config, dict) and config:
-        flat = {k: v for k, v in _flatten(config).items() if k not in SEED_KEYS}
+        flat = {k: v for k, v in flatten(config).items() if k not in SEED_KEYS}
     else:
         flat = {k: v for k, v in identity(run.results).items() if k not in SEED_KEYS}
     return json.dumps(sorted((k, repr(v)) for k, v in flat.items()))
@@ -425,20 +232,9 @@ def group_key(run: RunRecord) -> str:
 
 def seed_groups(runs: Sequence[RunRecord]) -> list[list[RunRecord]]:
     groups: dict[str, list[RunRecord]] = {}
-    for r in sorted(runs, key=_sort_key):
+    for r in sorted(runs, key=sort_key):
         groups.setdefault(group_key(r), []).append(r)
     return list(groups.values())
-
-
-def mean_std(values: Sequence[Any]) -> tuple[float | None, float | None, int]:
-    xs = [x for x in (_num(v) for v in values) if x is not None]
-    if not xs:
-        return None, None, 0
-    mean = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return mean, None, len(xs)
-    var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
-    return mean, math.sqrt(var), len(xs)
 
 
 def seeds_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]] | None:
@@ -462,13 +258,13 @@ def seeds_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]] | None:
         csv_row = {c: ident[c] for c, _, _ in IDENTITY if c != "seed"}
         if others:
             csv_row["other"] = _other_label(g[0], others)
-        csv_row["seeds"] = " ".join(_fmt_id(identity(r.results)["seed"]) for r in g)
+        csv_row["seeds"] = " ".join(fmt_id(identity(r.results)["seed"]) for r in g)
         csv_row["n"] = len(g)
         for c in metric_cols:
             mean, std, n = mean_std([c.get(r) for r in g])
-            cell = _fmt(mean, c.decimals)
+            cell = fmt_value(mean, c.decimals)
             if std is not None:
-                cell += f" ± {_fmt(std, max(c.decimals, 2))}"
+                cell += f" ± {fmt_value(std, max(c.decimals, 2))}"
             if cell and n != len(g):
                 cell += f" (n={n})"
             row.append(cell)
@@ -510,13 +306,6 @@ def _write_csv(path: str, rows: list[dict]) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib  # noqa: PLC0415
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    return plt
-
-
 def _group_label(run: RunRecord, others: Sequence[str]) -> str:
     ident = identity(run.results)
     parts = [str(ident["objective"] or "?")]
@@ -525,17 +314,11 @@ def _group_label(run: RunRecord, others: Sequence[str]) -> str:
     flow = flow_label(ident["flow"], ident["flow_length"])
     if flow != "none":
         parts.append(flow)
-    if _num(ident["beta"]) not in (None, 1.0):
-        parts.append(f"β={_fmt_id(ident['beta'])}")
+    if number(ident["beta"]) not in (None, 1.0):
+        parts.append(f"β={fmt_id(ident['beta'])}")
     if others:
         parts.append(_other_label(run, others))
     return " ".join(parts)
-
-
-def _colors(n: int):
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def _legend(fig, axes, n_entries):
@@ -566,14 +349,14 @@ def plot_bound_vs_k(runs: Sequence[RunRecord], path: str) -> bool:
     runs = [r for r in runs if iwae_bounds(r.results)]
     if not runs:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     groups = seed_groups(runs)
     others = other_fields(runs)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     any_exact, all_ks, all_gaps = False, set(), []
-    for color, g in zip(_colors(len(groups)), groups):
+    for color, g in zip(color_cycle(len(groups)), groups):
         bounds = [iwae_bounds(r.results) for r in g]
-        exacts = [_num(_get(r.results, "test.exact_log_px")) for r in g]
+        exacts = [number(lookup(r.results, "test.exact_log_px")) for r in g]
         gaps = []
         for b, exact in zip(bounds, exacts):
             ref = exact if exact is not None else b[max(b)]
@@ -634,7 +417,7 @@ def read_curves(run: RunRecord) -> list[dict]:
 
 
 def _xy(lines, key):
-    pts = [(_num(l.get("step")), _num(l.get(key))) for l in lines]
+    pts = [(number(l.get("step")), number(l.get(key))) for l in lines]
     pts = sorted((x, y) for x, y in pts if x is not None and y is not None)
     return [p[0] for p in pts], [p[1] for p in pts]
 
@@ -655,18 +438,18 @@ def plot_curves(runs: Sequence[RunRecord], path: str) -> bool:
     curves = [(r, c) for r, c in curves if c]
     if not curves:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     groups = seed_groups([r for r, _ in curves])
     others = other_fields([r for r, _ in curves])
     colors, labels = {}, {}
-    for color, g in zip(_colors(len(groups)), groups):
+    for color, g in zip(color_cycle(len(groups)), groups):
         for j, r in enumerate(g):
             colors[r.name] = color
             if j == 0:
                 labels[r.name] = _group_label(r, others) + (f" ({len(g)} seeds)" if len(g) > 1 else "")
     train_vals, valid_vals, valid_keys = [], [], set()
-    for r, lines in sorted(curves, key=lambda rc: _sort_key(rc[0])):
+    for r, lines in sorted(curves, key=lambda rc: sort_key(rc[0])):
         train = [l for l in lines if l.get("split", "train") == "train"]
         valid = [l for l in lines if l.get("split") == "valid"]
         key = "iwae" if any("iwae" in l for l in train) else "elbo"
@@ -704,11 +487,11 @@ def plot_curves(runs: Sequence[RunRecord], path: str) -> bool:
 def plot_nll_vs_flow_length(runs: Sequence[RunRecord], path: str) -> bool:
     """NLL vs flow length, one line per flow kind and everything else (mean ± std over seeds); runs
     without a flow are the length-0 point of every line with the same objective, K and beta."""
-    runs = [r for r in runs if _num(_get(r.results, "test.nll")) is not None]
+    runs = [r for r in runs if number(lookup(r.results, "test.nll")) is not None]
     lengths = {identity(r.results)["flow_length"] or 0 for r in runs}
     if len(lengths) < 2:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     others = other_fields(runs)
 
     def base(r):
@@ -721,7 +504,7 @@ def plot_nll_vs_flow_length(runs: Sequence[RunRecord], path: str) -> bool:
     for r in runs:
         i = identity(r.results)
         length = int(i["flow_length"] or 0)
-        nll = float(_get(r.results, "test.nll"))
+        nll = float(lookup(r.results, "test.nll"))
         if i["flow"] in (None, "", "none") or length == 0:
             baselines.setdefault(base(r), []).append(nll)
         else:
@@ -733,7 +516,7 @@ def plot_nll_vs_flow_length(runs: Sequence[RunRecord], path: str) -> bool:
         if not kinds:
             lines[key + ("none",)] = {0: vals}
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for color, (key, pts) in zip(_colors(len(lines)), sorted(lines.items())):
+    for color, (key, pts) in zip(color_cycle(len(lines)), sorted(lines.items())):
         xs = sorted(pts)
         stats = [mean_std(pts[x]) for x in xs]
         ys = [s[0] for s in stats]
@@ -757,10 +540,10 @@ def plot_sandwich(runs: Sequence[RunRecord], path: str) -> bool:
     ladder vs K, the AIS estimate of log p(x) (line, ± 2 standard errors over its examples; the IWAE_K of
     those same examples is marked), and the BDMC sandwich [lower, upper] of the simulated examples
     (shaded, with their IWAE_K marked)."""
-    runs = [r for r in runs if _get(r.results, "test.ais") or _get(r.results, "test.bdmc")]
+    runs = [r for r in runs if lookup(r.results, "test.ais") or lookup(r.results, "test.bdmc")]
     if not runs:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 5.2), squeeze=False)
     others = other_fields(runs)
     for ax, run in zip(axes[0], runs):
@@ -768,7 +551,7 @@ def plot_sandwich(runs: Sequence[RunRecord], path: str) -> bool:
         ks = sorted(b)
         if ks:
             ax.plot(ks, [b[k] for k in ks], "o-", color="C0", label="test IWAE_K (all test examples)")
-        a = _get(run.results, "test.ais") or {}
+        a = lookup(run.results, "test.ais") or {}
         if a:
             m, se = a["log_px"], a.get("log_px_stderr") or 0.0
             ax.axhline(m, color="C3", lw=1.5, label=f"AIS T={a['num_steps']}, {a['chains']} chains "
@@ -777,7 +560,7 @@ def plot_sandwich(runs: Sequence[RunRecord], path: str) -> bool:
             ax.plot([a["iwae_k"]], [a["iwae"]], "s", color="C3", mfc="none",
                     label=f"IWAE_{a['iwae_k']} on the AIS examples")
             ks.append(a["iwae_k"])
-        bd = _get(run.results, "test.bdmc") or {}
+        bd = lookup(run.results, "test.bdmc") or {}
         if bd:
             ax.axhspan(bd["lower"], bd["upper"], color="C2", alpha=0.3,
                        label=f"BDMC [{bd['lower']:.2f}, {bd['upper']:.2f}] ({bd['examples']} simulated ex.)")
@@ -800,12 +583,12 @@ def plot_gaps(runs: Sequence[RunRecord], path: str) -> bool:
     """The inference gap log p(x) - ELBO[q_phi] of each run with ``test.gaps`` (eval.gaps), as a stacked bar:
     approximation gap (log p(x) - ELBO[q*]) below, amortization gap (ELBO[q*] - ELBO[q_phi]) above
     (Cremer, Li & Duvenaud 2018); error bars: 2 standard errors over the examples."""
-    runs = [r for r in runs if _get(r.results, "test.gaps")]
+    runs = [r for r in runs if lookup(r.results, "test.gaps")]
     if not runs:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     others = other_fields(runs)
-    gs = [_get(r.results, "test.gaps") for r in runs]
+    gs = [lookup(r.results, "test.gaps") for r in runs]
     xs = list(range(len(runs)))
     approx = [g["approximation_gap"] for g in gs]
     amort = [g["amortization_gap"] for g in gs]
@@ -825,12 +608,6 @@ def plot_gaps(runs: Sequence[RunRecord], path: str) -> bool:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
-def _beta_plot(name: str):
-    """A plot of jaxvae.sweeps.beta_report (sweeps over objective.beta), imported when drawn."""
-    def plot(runs, path):
-        from jaxvae.sweeps import beta_report  # noqa: PLC0415
-        return getattr(beta_report, name)(runs, path)
-    return plot
 
 
 PLOTS = [
@@ -839,9 +616,10 @@ PLOTS = [
     ("report_nll_vs_flow_length.png", "NLL vs flow length", plot_nll_vs_flow_length),
     ("report_sandwich.png", "log p(x): IWAE_K, AIS and the BDMC sandwich", plot_sandwich),
     ("report_gaps.png", "Inference gaps (approximation + amortization)", plot_gaps),
-    ("report_rate_distortion.png", "Rate–distortion over beta", _beta_plot("plot_rate_distortion")),
-    ("report_disentanglement.png", "Disentanglement vs beta", _beta_plot("plot_disentanglement_vs_beta")),
-    ("report_traversals.png", "Latent traversals by beta", _beta_plot("plot_traversals")),
+    # sweeps over objective.beta (jaxvae.sweeps.beta_report)
+    ("report_rate_distortion.png", "Rate–distortion over beta", beta_report.plot_rate_distortion),
+    ("report_disentanglement.png", "Disentanglement vs beta", beta_report.plot_disentanglement_vs_beta),
+    ("report_traversals.png", "Latent traversals by beta", beta_report.plot_traversals),
 ]
 
 
@@ -873,8 +651,6 @@ class Report:
                     "Runs whose configs differ only by seed; sample standard deviation (n − 1).", "",
                     self.seeds.markdown()]
         if self.papers:
-            from jaxvae.sweeps import paper_tables
-
             out += ["", paper_tables.markdown(self.papers).rstrip()]
         if self.problems is not None:
             out += ["", "## Unfinished and failed runs", "", self.problems.markdown()]
@@ -928,9 +704,7 @@ def build_report(root: str, plots: bool = True, out_dir: str | None = None) -> R
             elif os.path.exists(path):
                 os.remove(path)  # stale picture of an earlier report
         made += snr_figures(finished, out_dir)
-    from jaxvae.sweeps.paper_tables import paper_tables  # published values beside ours (papers/*.json)
-
-    papers = paper_tables([r.results for r in finished])
+    papers = paper_tables.paper_tables([r.results for r in finished])  # published values beside ours (papers/*.json)
     return Report(out_dir, records, runs, runs_csv, seeds_tab, seeds_csv, problems_table(records), made, papers)
 
 

@@ -1,7 +1,9 @@
 """Variational objectives and their gradient estimators, as pure functions of (params, x, key).
 
 Per-example quantities have shape (batch,); a ``*_loss`` function returns the scalar to minimise
-(minus the batch-mean bound) and a dict of batch-mean metrics.
+(minus the batch-mean bound) and a dict of batch-mean metrics. ``make_loss_fn`` resolves ``objective.name``
+in the registry: this module's objectives and tighter.py's (imported here to register them; tighter.py and
+this module share estimators.py, so tighter.py imports nothing from here).
 
 References: Kingma & Welling 2014 (ELBO, reparameterization); Higgins et al. 2017 (beta-VAE);
 Burda, Grosse & Salakhutdinov 2015 (IWAE); Roeder, Wu & Duvenaud 2017 ("sticking the landing");
@@ -10,25 +12,14 @@ Tucker, Lawson, Gu & Maddison 2018 (DReG).
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
+from jax.lax import stop_gradient as sg
 
+from jaxvae.vae import tighter as _tighter  # noqa: F401 - registers the tighter bounds (MIWAE, CIWAE, PIWAE, RWS)
+from jaxvae.vae.estimators import check_path_estimator, log_mean_exp
 from jaxvae.vae.model import VAE, Params, Posterior
 from jaxvae.vae.registry import OBJECTIVES, register_objective
-
-
-def _sg(tree):
-    return jax.lax.stop_gradient(tree)
-
-
-def _check_path_estimator(model: VAE, name: str):
-    if model.has_flow:
-        raise ValueError(
-            f"the {name} estimator needs log q(z|x) with its parameters held fixed, which for a flow "
-            "posterior would need the flow's inverse; use objective.name='elbo' or 'iwae' with flows"
-        )
 
 
 def log_weights_from_posterior(model: VAE, params: Params, x: jax.Array, post: Posterior,
@@ -51,15 +42,6 @@ def log_weights(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_sa
     """The (K, batch) matrix of log importance weights log p(x, z_k) - log q(z_k|x)."""
     post = model.encode(params, x)
     return log_weights_from_posterior(model, params, x, post, key, num_samples, stop_q_grad)[0]
-
-
-def log_mean_exp(log_w: jax.Array, axis: int = 0) -> jax.Array:
-    """log (1/K) sum_k exp(log_w_k), stable for log-weights spread over hundreds of nats.
-
-    Computed in at least float32 (bfloat16 inputs are upcast) so that K up to thousands stays exact.
-    """
-    log_w = log_w.astype(jnp.promote_types(log_w.dtype, jnp.float32))
-    return jax.nn.logsumexp(log_w, axis=axis) - math.log(log_w.shape[axis])
 
 
 def iwae_bound(model: VAE, params: Params, x: jax.Array, key: jax.Array, num_samples: int) -> jax.Array:
@@ -100,7 +82,7 @@ def elbo_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, *, beta=
     holding q's parameters fixed inside log q, leaving an unbiased, lower-variance path gradient.
     """
     if stl:
-        _check_path_estimator(model, "elbo_stl")
+        check_path_estimator(model, "elbo_stl")
     t = elbo_terms(model, params, x, key, num_samples, analytic_kl, stop_q_grad=stl)
     objective = t["reconstruction"] - beta * t["kl"]
     metrics = {k: v.mean() for k, v in t.items()}
@@ -136,20 +118,20 @@ def iwae_dreg_loss(model: VAE, params: Params, x: jax.Array, key: jax.Array, *, 
     one encoder pass, the decoder once with its parameters stopped (phi term) and once with the
     samples stopped (theta term).
     """
-    _check_path_estimator(model, "iwae_dreg")
+    check_path_estimator(model, "iwae_dreg")
     post = model.encode(params, x)
 
     def one(k):
         z, log_q, _ = model.sample_posterior(post, k, stop_q_grad=True)
-        phi_term = model.log_joint(_sg(params), x, z) - log_q
-        theta_term = model.log_joint(params, x, _sg(z)) - _sg(log_q)
+        phi_term = model.log_joint(sg(params), x, z) - log_q
+        theta_term = model.log_joint(params, x, sg(z)) - sg(log_q)
         return phi_term, theta_term
 
     log_w_phi, log_w_theta = jax.vmap(one)(jax.random.split(key, num_samples))
-    w_tilde = _sg(jax.nn.softmax(log_w_phi, axis=0))
+    w_tilde = sg(jax.nn.softmax(log_w_phi, axis=0))
     surrogate = jnp.sum(jnp.square(w_tilde) * log_w_phi + w_tilde * log_w_theta, axis=0)
-    bound = log_mean_exp(_sg(log_w_phi))
-    objective = bound + surrogate - _sg(surrogate)
+    bound = log_mean_exp(sg(log_w_phi))
+    objective = bound + surrogate - sg(surrogate)
     return -objective.mean(), {"iwae": bound.mean()}
 
 
@@ -207,8 +189,3 @@ def objective_options(objective_config) -> dict:
     for skip in ("name", "beta", "kl_warmup_steps"):
         d.pop(skip, None)
     return {**d, **dict(extra)}
-
-
-# The tighter bounds (MIWAE, CIWAE, PIWAE, RWS) register themselves on import; imported last because they
-# build on this module.
-from jaxvae.vae import tighter as _tighter  # noqa: E402,F401

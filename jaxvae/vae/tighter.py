@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.lax import stop_gradient as sg
 
 from jaxvae.vae import distributions as D
+from jaxvae.vae.estimators import check_path_estimator, log_mean_exp
 from jaxvae.vae.model import VAE, Params
-from jaxvae.vae.objectives import _check_path_estimator, _sg, log_mean_exp
 from jaxvae.vae.registry import register_objective
 
 
@@ -67,7 +68,7 @@ def miwae_loss(model: VAE, params: Params, x, key, *, m: int, k: int, beta=1.0):
     _, z, log_q, _ = _draws(model, params, x, key, m * k)
     log_w, tempered = _log_w(model, params, x, z, log_q, beta)
     return -miwae_bound(tempered, m).mean(), {"miwae": miwae_bound(log_w, m).mean(),
-                                              "iwae": log_mean_exp(_sg(log_w)).mean()}
+                                              "iwae": log_mean_exp(sg(log_w)).mean()}
 
 
 def ciwae_loss(model: VAE, params: Params, x, key, *, k: int, beta_ciwae: float, beta=1.0):
@@ -79,8 +80,8 @@ def ciwae_loss(model: VAE, params: Params, x, key, *, k: int, beta_ciwae: float,
     def combo(lw):
         return beta_ciwae * lw.mean(0) + (1.0 - beta_ciwae) * log_mean_exp(lw)
 
-    return -combo(tempered).mean(), {"ciwae": combo(log_w).mean(), "elbo": _sg(log_w).mean(),
-                                     "iwae": log_mean_exp(_sg(log_w)).mean()}
+    return -combo(tempered).mean(), {"ciwae": combo(log_w).mean(), "elbo": sg(log_w).mean(),
+                                     "iwae": log_mean_exp(sg(log_w)).mean()}
 
 
 def piwae_loss(model: VAE, params: Params, x, key, *, m: int, k: int, beta=1.0):
@@ -90,18 +91,18 @@ def piwae_loss(model: VAE, params: Params, x, key, *, m: int, k: int, beta=1.0):
     Surrogate sum_i w~_i log w_i[z stopped] + v_i log w_i[theta stopped] with the weights fixed; value -IWAE_T.
     """
     _, z, log_q, _ = _draws(model, params, x, key, m * k)
-    ll = jax.vmap(lambda zi: model.log_likelihood(params, x, zi))(_sg(z))
-    lp = jax.vmap(lambda zi: model.log_prior(params, zi))(_sg(z))
-    theta_term = ll + beta * (lp - _sg(log_q))
-    ll_phi = jax.vmap(lambda zi: model.log_likelihood(_sg(params), x, zi))(z)
-    lp_phi = jax.vmap(lambda zi: model.log_prior(_sg(params), zi))(z)
+    ll = jax.vmap(lambda zi: model.log_likelihood(params, x, zi))(sg(z))
+    lp = jax.vmap(lambda zi: model.log_prior(params, zi))(sg(z))
+    theta_term = ll + beta * (lp - sg(log_q))
+    ll_phi = jax.vmap(lambda zi: model.log_likelihood(sg(params), x, zi))(z)
+    lp_phi = jax.vmap(lambda zi: model.log_prior(sg(params), zi))(z)
     phi_term = ll_phi + beta * (lp_phi - log_q)
-    log_w = _sg(ll + lp - log_q)
-    tempered = _sg(phi_term)
+    log_w = sg(ll + lp - log_q)
+    tempered = sg(phi_term)
     surrogate = jnp.sum(jax.nn.softmax(tempered, axis=0) * theta_term
                         + _group_weights(tempered, m) * phi_term, axis=0)
     bound = log_mean_exp(tempered)
-    objective = bound + surrogate - _sg(surrogate)
+    objective = bound + surrogate - sg(surrogate)
     return -objective.mean(), {"iwae": log_mean_exp(log_w).mean(), "miwae": miwae_bound(log_w, m).mean()}
 
 
@@ -116,22 +117,22 @@ def rws_loss(model: VAE, params: Params, x, key, *, k: int, beta=1.0, dreg: bool
     Surrogate with value -IWAE_K. The encoder is not trained on any bound, so the loss is not its objective.
     Needs a Gaussian q(z|x) (log q of a fixed z under a flow would need the flow's inverse).
     """
-    _check_path_estimator(model, "rws_dreg" if dreg else "rws")
+    check_path_estimator(model, "rws_dreg" if dreg else "rws")
     post, z, log_q, z0 = _draws(model, params, x, key, k, stop_q_grad=dreg)
-    ll = jax.vmap(lambda zi: model.log_likelihood(params, x, zi))(_sg(z))
-    lp = jax.vmap(lambda zi: model.log_prior(params, zi))(_sg(z))
-    theta_term = ll + beta * (lp - _sg(log_q))
-    log_w = _sg(ll + lp - log_q)
-    w = jax.nn.softmax(_sg(theta_term), axis=0)
+    ll = jax.vmap(lambda zi: model.log_likelihood(params, x, zi))(sg(z))
+    lp = jax.vmap(lambda zi: model.log_prior(params, zi))(sg(z))
+    theta_term = ll + beta * (lp - sg(log_q))
+    log_w = sg(ll + lp - log_q)
+    w = jax.nn.softmax(sg(theta_term), axis=0)
     if dreg:
-        phi_term = jax.vmap(lambda zi: model.log_joint(_sg(params), x, zi))(z) - log_q
+        phi_term = jax.vmap(lambda zi: model.log_joint(sg(params), x, zi))(z) - log_q
         phi_weight = w - jnp.square(w)
     else:
-        phi_term = D.gaussian_log_prob(_sg(z0), post.mu, post.logvar)  # log q_phi(z_k|x) at the fixed z_k
+        phi_term = D.gaussian_log_prob(sg(z0), post.mu, post.logvar)  # log q_phi(z_k|x) at the fixed z_k
         phi_weight = w
     surrogate = jnp.sum(w * theta_term + phi_weight * phi_term, axis=0)
-    bound = log_mean_exp(_sg(theta_term))
-    objective = bound + surrogate - _sg(surrogate)
+    bound = log_mean_exp(sg(theta_term))
+    objective = bound + surrogate - sg(surrogate)
     return -objective.mean(), {"iwae": log_mean_exp(log_w).mean()}
 
 
