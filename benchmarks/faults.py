@@ -337,9 +337,12 @@ def main():
     p.add_argument("--per-trial", default="1,3", help="min,max faults injected before a trial's last launch")
     p.add_argument("--max-trials", type=int, default=10**9)
     p.add_argument("--max-delay", type=float, default=float("inf"), help="latest fault, seconds after a launch")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="epochs of 27 steps of each run (default 3; the test suite's short case uses 2)")
     p.add_argument("--no-warm", action="store_true",
                    help="no warm-up run before the reference (keeps $JAX_COMPILATION_CACHE_DIR when set)")
     a = p.parse_args()
+    SMALL[SMALL.index("--config.train.num_epochs=3")] = f"--config.train.num_epochs={a.epochs}"
     signal.signal(signal.SIGINT, signal.default_int_handler)  # children exec with SIGINT at its default
     work = Path(a.work or tempfile.mkdtemp(prefix="jaxvae_faults_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -9,17 +9,31 @@ import subprocess
 import sys
 import time
 
+import pytest
 from runhelpers import ROOT
 
 
-def test_group_survives_random_faults_with_nothing_lost(run_env, tmp_path):
-    p = subprocess.run([sys.executable, "benchmarks/faults.py", "--kinds", "group", "--faults", "2",
-                        "--per-trial", "2,2", "--max-trials", "2", "--seed", "3", "--no-warm", "--max-delay", "6",
-                        "--work", str(tmp_path)], cwd=ROOT, env=run_env, capture_output=True, text=True,
-                       timeout=1500)
+def _campaign(run_env, tmp_path, faults: int, epochs: int) -> dict:
+    """A vectorized group of ``epochs`` x 27 steps, ``faults`` random kills/interrupts in one trial, then a
+    last launch."""
+    p = subprocess.run([sys.executable, "benchmarks/faults.py", "--kinds", "group", "--faults", str(faults),
+                        "--epochs", str(epochs),
+                        "--per-trial", f"{faults},{faults}", "--max-trials", "1", "--seed", "3", "--no-warm",
+                        "--max-delay", "6", "--work", str(tmp_path)], cwd=ROOT, env=run_env, capture_output=True,
+                       text=True, timeout=1500)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     summary = json.loads(p.stdout.split("# summary ", 1)[1])
-    assert summary["faults"] >= 1 and summary["trials_with_problems"] == 0, p.stdout[-3000:]
+    assert 1 <= summary["faults"] <= faults and summary["trials_with_problems"] == 0, p.stdout[-3000:]
+    return summary
+
+
+def test_group_survives_a_random_fault_with_nothing_lost(run_env, tmp_path):
+    _campaign(run_env, tmp_path, faults=1, epochs=2)
+
+
+@pytest.mark.slow  # 30-40 s with two pytest workers; the shorter one-fault sibling above stays in the default run
+def test_group_survives_random_faults_with_nothing_lost(run_env, tmp_path):
+    _campaign(run_env, tmp_path, faults=2, epochs=3)
 
 
 _LEADER_EXITS = """

@@ -118,38 +118,43 @@ def _status(wd):
         return {}
 
 
-def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_path, one_process):
+def _sigterm_to_one_host(tmp_path):
     """SIGTERM to process 1 only of a two-process run: at the next dispatch boundary both processes agree to
-    stop, save the same step and exit 3; relaunching both resumes and finishes with the numbers of an
-    uninterrupted run (to the float32 reduction order of the batch split)."""
+    stop, save the same step and exit 3. Returns (workdir, status.json, a function that relaunches both)."""
     import signal
     import time
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = env_with_xla_flags()
-    cmd = [sys.executable, "-m", "jaxvae.main"]
     wd = tmp_path / "two"
 
     def start(slow_save=None):
         extra = {"JAXVAE_TEST_SLOW_SAVE_S": slow_save} if slow_save else {}
-        return _launch_two(repo, env, cmd + PREEMPT_ARGS, wd, (extra, extra))
-
-    def status():
-        return _status(wd)
+        return _launch_two(REPO, env, MAIN + PREEMPT_ARGS, wd, (extra, extra))
 
     procs = start(slow_save="2.0")  # slowed commits: the signal lands well before the end (54 steps)
     deadline = time.time() + 300
-    while time.time() < deadline and not (status().get("step", 0) >= 2 and status().get("status") == "running"):
+    while time.time() < deadline and not (_status(wd).get("step", 0) >= 2 and _status(wd).get("status") == "running"):
         assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
         time.sleep(0.05)
     procs[1].send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [3, 3], [o[-2000:] for o in outs]
     assert "preempted: a preemption signal on another process" in outs[0] and "preempted: signal 15" in outs[1]
-    st = status()
+    st = _status(wd)
     steps = sorted(int(p.name) for p in (wd / "checkpoints" / "latest").iterdir() if p.name.isdigit())
     assert st["status"] == "preempted" and steps[-1] == st["step"] < 54, (st, steps)
+    return wd, st, start
 
+
+def test_sigterm_to_one_host_checkpoints_every_host_at_one_step(tmp_path):
+    _sigterm_to_one_host(tmp_path)
+
+
+@pytest.mark.slow  # 30-35 s with two pytest workers; the stop-and-checkpoint half above stays in the default run
+def test_sigterm_to_one_host_checkpoints_every_host_at_one_step_and_resumes(tmp_path, one_process):
+    """...and relaunching both resumes and finishes with the numbers of an uninterrupted run (to the float32
+    reduction order of the batch split)."""
+    wd, st, start = _sigterm_to_one_host(tmp_path)
     procs = start()
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
