@@ -1,11 +1,10 @@
 """AIS / BDMC / inference gaps on a trained binarized-MNIST run (benchmarks/README.md, "log p(x) sandwich").
 
-    python benchmarks/ais_mnist.py /tmp/ais_runs/vae --examples 100 --ais-steps 100 --chains 4 \
-        --bdmc-examples 20 --bdmc-steps 100 --gaps-examples 100 --out /tmp/ais_runs/vae_sandwich.json
+    python benchmarks/ais_mnist.py /tmp/ais_runs/vae --data ../shared/data/binarized_mnist.npz \
+        --examples 100 --ais-steps 100 --chains 4 --bdmc-examples 20 --bdmc-steps 100 --gaps-examples 100 --out /tmp/ais_runs/vae_sandwich.json
 
 Rebuilds the model from <workdir>/config.json (runner.build_model), restores the latest checkpoint's params,
-and evaluates the first ``--examples`` test images of /work/shared/data/binarized_mnist.npz (or
-``--data``). Cost: wall time per example of IWAE_K (K = 5000, chunks of 100) and of AIS for each T in
+and evaluates the first ``--examples`` test images of ``--data`` (a binarized_mnist.npz; required). Cost: wall time per example of IWAE_K (K = 5000, chunks of 100) and of AIS for each T in
 ``--cost-steps``, after compilation, on one batch of ``--batch`` examples.
 """
 
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+import common
 from jaxvae.experiment.configs import base_config
 from jaxvae.experiment.runner import build_model
 from jaxvae.vae import ais as A
@@ -48,9 +47,9 @@ def load(workdir: Path):
 
 
 def timed(fn, *args):
-    t0 = time.time()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.time() - t0
+    """``(fn(*args), wall seconds)``, blocked on the result."""
+    out, wall, _ = common.time_once(lambda: jax.block_until_ready(fn(*args)))
+    return out, wall
 
 
 def ais_vs_iwae(a, model, params, x_all, iw, key, hmc, rec):
@@ -73,9 +72,9 @@ def ais_vs_iwae(a, model, params, x_all, iw, key, hmc, rec):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("workdir", type=Path)
-    ap.add_argument("--data", default="/work/shared/data/binarized_mnist.npz")
+    ap.add_argument("--data", type=Path, required=True, help="binarized_mnist.npz (its test split is used)")
     ap.add_argument("--examples", type=int, default=100)
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--ais-steps", type=int, default=100)
@@ -97,9 +96,8 @@ def main():
     x_all = np.load(a.data)["test"][: a.examples].astype(np.float32)
     rec = {"workdir": str(a.workdir), "checkpoint_step": step, "objective": config.objective.name,
            "k": config.objective.k, "budget": config.train.budget, "examples": len(x_all),
-           "cpu": platform.processor() or open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0],
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "args": vars(a) | {"workdir": str(a.workdir),
-                                                                                     "out": str(a.out)}}
+           "device_info": common.device_info(),
+           "args": vars(a) | {"workdir": str(a.workdir), "data": str(a.data), "out": str(a.out)}}
     key = jax.random.key(0)
     iw = jax.jit(iwae_bound_chunked, static_argnums=(0, 4, 5))
     hmc = dict(num_chains=a.chains, leapfrog_steps=a.leapfrog)
@@ -155,6 +153,7 @@ def main():
                            approximation_gap_stderr=float(g["approximation_gap"].std(ddof=1) / np.sqrt(n)),
                            log_px_estimator="max(AIS, IWAE_K) per example", seconds=time.time() - t0)
         print(json.dumps(rec["gaps"]), flush=True)
+    common.finish(rec["device_info"])
     a.out.write_text(json.dumps(rec, indent=1))
 
 

@@ -5,7 +5,7 @@ and a plain PyTorch-eager reference of the same model and training step.
     python benchmarks/bench.py --quick      # batch 100 only, few steps, eval on 500 examples (< 2 min)
     python benchmarks/bench.py --device-info    # print the machine description and exit
 
-Prints a table and writes benchmarks/results_<platform>.json. Everything is measured in this one
+Prints a table and writes benchmarks/results/results_<platform>.json. Everything is measured in this one
 process, one workload at a time: the matmul peak first (and again at the end), then the evaluation,
 then training (jaxvae's own ``make_run_steps`` path), each configuration followed at once by the torch
 reference of the same configuration (skipped with a message when torch is not installed:
@@ -24,29 +24,23 @@ the same count as ``jaxvae.experiment.train.flops_per_example``; evaluation coun
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from jaxvae.experiment import train as train_lib  # noqa: E402
-from jaxvae.experiment.configs import base_config  # noqa: E402
-from jaxvae.experiment.eval_driver import evaluate_split  # noqa: E402
-from jaxvae.vae.model import VAE  # noqa: E402
+from common import RESULTS, ROOT, device_info, finish, num_threads, rate_record, timed
+from jaxvae.experiment import train as train_lib
+from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.eval_driver import batch_bounds, evaluate_split
+from jaxvae.vae.model import VAE
 
 X_DIM, LATENT, HIDDEN = 784, 50, (200, 200)
 OBJECTIVES = (("elbo", 1), ("iwae", 5), ("iwae", 50))
@@ -58,63 +52,6 @@ TARGETS = {
 }
 
 
-# -- machine ---------------------------------------------------------------------------------------
-def num_threads() -> int:
-    """Cores this process may run on (what XLA's CPU thread pool is sized to)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split()
-                              if f.startswith(("avx", "fma", "amx")))
-    except OSError:
-        pass
-    return []
-
-
-def device_info() -> dict:
-    info = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "platform": jax.default_backend(),
-        "jax_version": jax.__version__,
-        "cpu_model": cpu_model(),
-        "cpu_flags": cpu_flags(),
-        "os_cpu_count": os.cpu_count(),
-        "threads_available": num_threads(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "loadavg_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-    }
-    try:
-        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-        info["memory_total_gib"] = round(int(mem) / 1024**2, 1)
-    except (OSError, IndexError, ValueError):
-        pass
-    try:
-        from importlib.metadata import version
-        info["torch"] = version("torch")
-    except Exception:  # noqa: BLE001 - not installed
-        info["torch"] = None
-    return info
-
-
 def _torch():
     try:
         import torch
@@ -123,31 +60,7 @@ def _torch():
         return None
 
 
-# -- timing ----------------------------------------------------------------------------------------
-def timed(fn, reps: int):
-    """Run ``fn()`` reps times; returns lists of wall and process-CPU seconds (fn must block)."""
-    walls, cpus = [], []
-    for _ in range(reps):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return walls, cpus
-
-
-def rate_record(work: float, walls, cpus, unit: str) -> dict:
-    """Median/best rates of ``work`` units per dispatch."""
-    med, cpu = float(np.median(walls)), float(np.median(cpus))
-    return {
-        f"{unit}_per_s": work / med,
-        f"{unit}_per_s_best": work / min(walls),
-        f"{unit}_per_cpu_s": work / cpu,
-        "seconds_median": med,
-        "seconds": [round(w, 4) for w in walls],
-        "cpu_over_wall": cpu / med,
-    }
-
-
+# -- memory ----------------------------------------------------------------------------------------
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc), so that RSS growth measures the next workload."""
     try:
@@ -307,11 +220,9 @@ def eval_params(model: VAE, x: np.ndarray):
 
 def eval_memory_analysis(model, params, x, batch_size: int, chunk_size: int, k: int) -> dict | None:
     """Compiled per-batch program's buffer sizes (XLA's memory_analysis), if the backend reports them."""
-    from jaxvae.experiment.eval_driver import _batch_bounds
-
     try:
-        comp = _batch_bounds.lower(model, params, jnp.asarray(x[:batch_size]), jax.random.key(0), (k,),
-                                   chunk_size).compile()
+        comp = batch_bounds.lower(model, params, jnp.asarray(x[:batch_size]), jax.random.key(0), (k,),
+                                  chunk_size, None).compile()
         ma = comp.memory_analysis()
     except Exception as e:  # noqa: BLE001 - optional diagnostics
         return {"error": repr(e)}
@@ -507,7 +418,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--reps", type=int, default=None, help="timed repeats per training figure")
     ap.add_argument("--skip", nargs="*", default=[], choices=["eval", "train", "torch"])
     ap.add_argument("--device-info", action="store_true", help="print the machine description and exit")
-    ap.add_argument("--out", type=str, default=None, help="JSON path (default benchmarks/results_<platform>.json)")
+    ap.add_argument("--out", type=str, default=None, help="JSON path (default benchmarks/results/results_<platform>.json)")
     args = ap.parse_args(argv)
 
     info = device_info()
@@ -616,11 +527,12 @@ def main(argv=None) -> dict:
         ev["vs_floor_cpu"] = (ev["main"]["cpu_seconds"] * 10000 / ev["main"]["examples"]) / (
             eval_flops(10000, eval_k) / results["peak"]["flop_per_cpu_s"])
     results["targets"] = evaluate_targets(results)
-    info["loadavg_end"] = list(os.getloadavg())
+    finish(info)
     results["total_seconds"] = time.perf_counter() - t_begin
     say("")
     results["table"] = print_table(results)
-    out = Path(args.out) if args.out else HERE / f"results_{info['platform']}{'_quick' if quick else ''}.json"
+    out = Path(args.out) if args.out else RESULTS / f"results_{info['platform']}{'_quick' if quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=float))
     say(f"\nwrote {out} ({results['total_seconds']:.0f} s in all)")
     return results

@@ -36,17 +36,13 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-import bench  # noqa: E402
-from jaxvae.experiment import train as train_lib  # noqa: E402
+import bench
+import common
+from jaxvae.experiment import train as train_lib
 
 ENC = (bench.X_DIM, *bench.HIDDEN, 2 * bench.LATENT)
 DEC = (bench.LATENT, *bench.HIDDEN, bench.X_DIM)
@@ -71,7 +67,7 @@ def time_scan(body, carry, args, n: int, reps: int = 5) -> float:
     a matrix product lets it sum the operands first, so products are reduced with max)."""
     f = jax.jit(lambda c, a: jax.lax.scan(lambda c, _: (body(c, a), None), c, None, length=n)[0])
     jax.block_until_ready(f(carry, args))
-    walls, _ = bench.timed(lambda: jax.block_until_ready(f(carry, args)), reps)
+    walls, _ = common.timed(lambda: jax.block_until_ready(f(carry, args)), reps)
     return float(np.median(walls)) / n
 
 
@@ -160,7 +156,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--tiny", action="store_true", help="few iterations (keeps the script from rotting)")
     ap.add_argument("--out", type=str, default=None)
     a = ap.parse_args(argv)
-    info = bench.device_info()
+    info = common.device_info()
     say = lambda *s: print(*s, flush=True)  # noqa: E731
     say(f"{info['cpu_model']}, load {info['loadavg_start']}")
     peak = bench.matmul_peak([256] if a.tiny else [1024, 2048, 4096], reps=2 if a.tiny else 5)
@@ -188,7 +184,7 @@ def main(argv=None) -> dict:
                     "peak was measured under load or XLA dropped work; do not trust this row")
             if not a.skip_torch and bench._torch() is not None:
                 refs = [bench.torch_reference(b, obj, k, th, target_s=0.2 if a.tiny else 1.0, reps=1 if a.tiny else 5)
-                        for th in sorted({bench.num_threads(), 1})]
+                        for th in sorted({common.num_threads(), 1})]
                 t_torch = b / max(t["examples_per_s"] for t in refs)
                 row.update(torch_s=t_torch, ratio=t_torch / t_step, ratio_ceiling=t_torch / (t_mm + t_adam))
             rows.append(row)
@@ -198,7 +194,7 @@ def main(argv=None) -> dict:
     ev.update(floor_s=per_sample_floor, ceiling_vs_floor=(ev["matmul_s"] + ev["elementwise_s"]) / per_sample_floor,
               matmul_vs_floor=ev["matmul_s"] / per_sample_floor)
     say("eval chunk: " + json.dumps(ev))
-    out = {"device_info": info, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "peak": peak, "rows": rows,
+    out = {"device_info": common.finish(info), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "peak": peak, "rows": rows,
            "eval_chunk": ev, "command": "python benchmarks/ceilings.py " + " ".join(argv or sys.argv[1:])}
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1, default=float))

@@ -29,22 +29,18 @@ What is reported (one JSON, also printed):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.bench import device_info  # noqa: E402
-from jaxvae.experiment import train as train_lib  # noqa: E402
-from jaxvae.experiment.configs import base_config  # noqa: E402
-from jaxvae.experiment.runner import build_model  # noqa: E402
+from common import best_time, device_info, finish
+from jaxvae.experiment import train as train_lib
+from jaxvae.experiment.configs import base_config
+from jaxvae.experiment.runner import build_model
 
 SHAPE = (32, 32, 3)
 BATCH = 64
@@ -317,16 +313,6 @@ def torch_counts() -> dict:
             "dense_forward": dense, "by_op": by_op}
 
 
-# -- timing ------------------------------------------------------------------------------------------
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 CONV_PEAK_SHAPES = ((64, 16, 16, 64, 64), (64, 32, 32, 64, 64), (64, 16, 16, 128, 128), (32, 32, 32, 128, 128))
 
 
@@ -346,7 +332,7 @@ def conv_peak(repeats: int, n: int = 10) -> dict:
         f = jax.jit(lambda x, body=body: jax.lax.scan(body, x, None, length=n)[0])
         jax.block_until_ready(f(x))
         flops = 2 * b * h * w * cin * cout * 9 * n
-        g = flops / best_time(lambda: f(x), repeats) / 1e9
+        g = flops / best_time(lambda: jax.block_until_ready(f(x)), repeats) / 1e9
         per_shape[f"{b}x{h}x{w}x{cin}->{cout}"] = g
         best = max(best, g)
     return {"gflops_per_s": best, "per_shape": per_shape}
@@ -376,7 +362,7 @@ def jaxvae_throughput(steps: int, repeats: int, fused: bool) -> dict:
         return info.metrics["loss"]
 
     jax.block_until_ready(go())  # compile + warm-up
-    t = best_time(go, repeats)
+    t = best_time(lambda: jax.block_until_ready(go()), repeats)
     params = sum(v.size for v in jax.tree_util.tree_leaves(holder["s"].params))
     return {"examples_per_s": n / t, "step_ms": 1e3 * t / steps, "params": int(params),
             "steps_per_dispatch": per_call, "steps_per_repeat": steps, "repeats": repeats}
@@ -405,13 +391,7 @@ def torch_throughput(steps: int, repeats: int, threads: int) -> dict:
 
     for _ in range(2):  # warm-up
         step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        times.append(time.perf_counter() - t0)
-    t = min(times)
+    t = best_time(lambda: [step() for _ in range(steps)], repeats)
     return {"examples_per_s": n / t, "step_ms": 1e3 * t / steps, "threads": threads,
             "torch": torch.__version__}
 
@@ -465,7 +445,7 @@ def main(argv=None):
         out["torch_eager"] = rates(max(runs, key=lambda r: r["examples_per_s"]))
         out["torch_eager_by_threads"] = {r["threads"]: r["examples_per_s"] for r in runs}
         out["jaxvae_over_torch"] = out["jaxvae"]["examples_per_s"] / out["torch_eager"]["examples_per_s"]
-    out["device_info"]["loadavg_end"] = list(os.getloadavg())
+    finish(out["device_info"])
     text = json.dumps(out, indent=2, default=str)
     print(text)
     if args.out:

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import common
 from jaxvae.experiment.eval_driver import evaluate_members, evaluate_split
 from jaxvae.vae.model import VAE
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--members", type=int, default=8)
     ap.add_argument("--examples", type=int, default=1000)
     ap.add_argument("--ks", default="1,5,50,500")
@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--chunk-size", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
+    info = common.device_info()
     model = VAE(x_dim=784, latent_dim=50, encoder_hidden=(200, 200), decoder_hidden=(200, 200))
     x = (np.random.default_rng(0).random((a.examples, 784)) < 0.13).astype(np.float32)
     params = [model.init(jax.random.key(i)) for i in range(a.members)]
@@ -48,18 +49,13 @@ def main():
 
     sequential(x[:a.batch_size])  # compile
     vectorized(x[:a.batch_size])
-    times = {"sequential": [], "vectorized": []}
-    out = {}
-    for _ in range(a.repeats):
-        for name, fn in (("sequential", sequential), ("vectorized", vectorized)):
-            t0 = time.perf_counter()
-            out[name] = fn(x)
-            times[name].append(time.perf_counter() - t0)
+    times, _, out = common.round_robin({"sequential": lambda: sequential(x), "vectorized": lambda: vectorized(x)},
+                                       a.repeats)
     diff = max(abs(v - s["iwae"][k]) / abs(s["iwae"][k])
                for r, s in zip(out["vectorized"], out["sequential"]) for k, v in r["iwae"].items())
     best = {k: min(v) for k, v in times.items()}
     print(json.dumps({
-        "backend": jax.default_backend(), "device": str(jax.devices()[0]), "members": a.members,
+        "device_info": common.finish(info), "members": a.members,
         "examples": a.examples, **kw, "seconds_best": best, "seconds_all": times,
         "vectorized_over_sequential_speed": best["sequential"] / best["vectorized"],
         "max_rel_diff_iwae": diff}, indent=1))

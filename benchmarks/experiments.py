@@ -24,25 +24,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
-import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-import bench  # noqa: E402
-from jaxvae.vae import distributions as D  # noqa: E402
-from jaxvae.vae import evaluation  # noqa: E402
-from jaxvae.experiment import train as train_lib  # noqa: E402
-from jaxvae.data import binarize_batch  # noqa: E402
-from jaxvae.vae.objectives import make_loss_fn  # noqa: E402
+import bench
+import common
+from jaxvae.vae import distributions as D
+from jaxvae.vae import evaluation
+from jaxvae.experiment import train as train_lib
+from jaxvae.data import binarize_batch
+from jaxvae.vae.objectives import make_loss_fn
 
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 DOT_ONLY = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
@@ -166,20 +160,18 @@ def train_experiment(batch_size: int, objective: str, k: int, rounds: int, targe
             s, info = fn(train_lib.create_train_state(model, tx, 0), x_train, steps)  # compile + warm
             jax.block_until_ready(s)
         runners[name], states[name] = fn, s
-    walls = {n: [] for n in variants}
-    cpus = {n: [] for n in variants}
-    for _ in range(rounds):
-        for name in variants:
-            w, c = time.perf_counter(), time.process_time()
+    def dispatch(name):
+        def once():
             states[name], info = runners[name](states[name], x_train, steps)
             jax.block_until_ready((states[name], info))
-            walls[name].append(time.perf_counter() - w)
-            cpus[name].append(time.process_time() - c)
+        return once
+
+    walls, cpus, _ = common.round_robin({name: dispatch(name) for name in variants}, rounds)
     fl = bench.train_flops_per_example(k)
     n = steps * batch_size
     out = {}
     for name in variants:
-        r = bench.rate_record(float(n), walls[name], cpus[name], "examples")
+        r = common.rate_record(float(n), walls[name], cpus[name], "examples")
         r["flop_per_cpu_s"] = r["examples_per_cpu_s"] * fl
         r["flop_per_s"] = r["examples_per_s"] * fl
         out[name] = r
@@ -222,17 +214,16 @@ def eval_experiment(batch_size: int, rounds: int, k: int = 5000, variants=EVAL_V
     walls = {n: [] for n in variants}
     cpus = {n: [] for n in variants}
     vals = {}
-    for r in range(rounds):
+    for r in range(rounds):  # interleaved; round r draws with key r + 1 in every variant
         for name in variants:
-            w, c = time.perf_counter(), time.process_time()
-            v = jax.block_until_ready(fns[name][0](params, x, jax.random.key(r + 1)))
-            walls[name].append(time.perf_counter() - w)
-            cpus[name].append(time.process_time() - c)
+            v, w, c = common.time_once(lambda: jax.block_until_ready(fns[name][0](params, x, jax.random.key(r + 1))))
+            walls[name].append(w)
+            cpus[name].append(c)
             vals.setdefault(name, []).append(float(jnp.mean(v)))
     fl = bench.eval_flops(batch_size, k)
     out = {}
     for name in variants:
-        rec = bench.rate_record(fl, walls[name], cpus[name], "flop")
+        rec = common.rate_record(fl, walls[name], cpus[name], "flop")
         rec["temp_bytes"] = fns[name][1]
         rec["mean_bound_round0"] = vals[name][0]
         out[name] = rec
@@ -255,9 +246,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["train", "eval", "all"])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--out", default=str(HERE / "experiments_cpu.json"))
+    ap.add_argument("--out", default=str(common.RESULTS / "experiments_cpu.json"))
     args = ap.parse_args(argv)
-    results = {"device_info": bench.device_info()}
+    results = {"device_info": common.device_info()}
     if args.what in ("train", "all"):
         results["train"] = []
         for b, obj, k in ((20, "elbo", 1), (100, "iwae", 5), (100, "iwae", 50)):
@@ -271,7 +262,8 @@ def main(argv=None):
         print_rows("K=5000 bound of 100 test examples (iwae_bound_chunked)", r["variants"], "flop")
         for name, v in r["variants"].items():
             print(f"  {name}: XLA temp {(v['temp_bytes'] or 0) / 2**20:.0f} MiB, mean bound {v['mean_bound_round0']:.3f}")
-    results["device_info"]["loadavg_end"] = list(__import__("os").getloadavg())
+    common.finish(results["device_info"])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1, default=float))
     print(f"\nwrote {args.out}")
 

@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SMALL = ["--config.train.steps_per_dispatch=2", "--config.eval.ks=(1,5,50)", "--config.eval.max_examples=100",
          "--config.eval.valid_k=5", "--config.eval.valid_examples=100", "--config.train.log_every_steps=2",

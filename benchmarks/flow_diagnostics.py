@@ -27,6 +27,9 @@ config_flags.DEFINE_config_file("config", "experiments/planar_flow_mnist.py")
 
 
 def main():
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return
     workdir = sys.argv[1]
     FLAGS(["x"] + sys.argv[2:])
     config = FLAGS.config

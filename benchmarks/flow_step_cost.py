@@ -14,12 +14,12 @@ variants whose names contain "planar" or "sylv" (fewer programs to compile). Run
 """
 
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import common
 from jaxvae.experiment import train as T
 from jaxvae.experiment.configs import base_config
 from jaxvae.vae.model import VAE
@@ -74,6 +74,9 @@ def flops(variants):
 
 
 def main():
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        return None
     count_flops = "--flops" in sys.argv[1:]
     args = [a for a in sys.argv[1:] if a != "--flops"]
     if count_flops:
@@ -86,6 +89,7 @@ def main():
         raise SystemExit(f"no variant matches {wanted}; variants: {list(VARIANTS)}")
     if count_flops:
         return flops(variants)
+    info_start = common.device_info()
     x = (np.random.default_rng(0).uniform(size=(2000, 784)) > 0.7).astype(np.float32)
     x = jnp.asarray(x)
     runs = {}
@@ -101,13 +105,15 @@ def main():
         jax.block_until_ready(info.metrics)
         runs[name] = [run, state]
         print(f"compiled {name}", file=sys.stderr, flush=True)
-    times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, entry in runs.items():
-            t0 = time.perf_counter()
+    def twenty_steps(entry):
+        def once():
             entry[1], info = entry[0](entry[1], x, 20)
             jax.block_until_ready(info.metrics)
-            times[name].append((time.perf_counter() - t0) / 20)
+        return once
+
+    walls, _, _ = common.round_robin({name: twenty_steps(entry) for name, entry in runs.items()}, rounds)
+    times = {name: [w / 20 for w in ws] for name, ws in walls.items()}
+    print(common.machine_line(common.finish(info_start)))
     base = np.median(times[BASE])
     print("| posterior / prior | ms per step (median) | relative to Gaussian |\n| --- | ---: | ---: |")
     for name, t in times.items():

@@ -1,11 +1,13 @@
 """The measurement of issue #14 on this CPU: experiments/iwae_table1.py's models on the statically binarized
-MNIST of ../shared/data (the real MNIST training images are not available offline here), VAE k=1 and
+MNIST of ``--config.data.manual_dir`` (required: the folder with binarized_mnist.npz or the .amat files;
+../shared/data on the development machine; the real MNIST training images are not available offline here), VAE k=1 and
 IWAE k=5, one and two stochastic layers, 2 seeds trained together (vectorized).
 
 The issue's measurement (budget 0.03 = 98 passes; NLL = -IWAE_5000 on all 10000 test images; train-set
 bounds on a fixed 1000 training images)::
 
     ./launch.sh benchmarks/iwae_hier_static.py --vectorize 2 --parallel 2 --root runs/iwae14 \
+        --config.data.manual_dir=../shared/data \
         --config.train.budget=0.03 --config.eval.max_examples=0 --config.eval.train_examples=1000 \
         --config.eval.valid_examples=1000
     python benchmarks/iwae_hier_static.py runs/iwae14/iwae_hier_static
@@ -29,7 +31,8 @@ def get_config():
     c = table1.get_config()
     c.name = "iwae_hier_static"
     c.data.name = "binarized_mnist"
-    c.data.manual_dir = "/work/shared/data"
+    c.data.manual_dir = ""  # required: --config.data.manual_dir=DIR (binarized_mnist.npz or the .amat files)
+    c.data.download = False  # without it the data builder says which files to put where
     c.data.binarize = "none"
     c.data.valid_size = 0  # the fixed 10000-image validation split
     c.eval.binarize_seed = -1

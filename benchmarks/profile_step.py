@@ -6,25 +6,29 @@ Traces 4 steps of the runner's fused ``make_run_steps`` (IWAE-paper MLP; ELBO wh
 ``jax.profiler``, aggregates the XLA thunks by name (ms per step, calls per step) and writes the compiled
 HLO beside the trace (``hlo.txt``) so that each fusion can be looked up.
 """
+import argparse
 import collections
 import glob
 import gzip
 import json
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE)); sys.path.insert(0, str(HERE.parent))
-import jax  # noqa: E402
+import jax
 
-import bench  # noqa: E402
-from jaxvae.experiment import train as train_lib  # noqa: E402
+import bench
+import common
+from jaxvae.experiment import train as train_lib
 
-b, k = int(sys.argv[1]), int(sys.argv[2])
-out = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(tempfile.mkdtemp(prefix='jaxvae_profile_'))
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("batch", type=int)
+ap.add_argument("k", type=int, help="importance samples (1: ELBO)")
+ap.add_argument("trace_dir", nargs="?", default=None, help="default: a new temporary folder")
+args = ap.parse_args()
+b, k = args.batch, args.k
+out = Path(args.trace_dir) if args.trace_dir else Path(tempfile.mkdtemp(prefix='jaxvae_profile_'))
 out.mkdir(parents=True, exist_ok=True)
+print(common.machine_line(common.device_info()))
 obj = 'elbo' if k == 1 else 'iwae'
 cfg = bench.iwae_mnist_config(b, obj, k)
 model = bench.make_model()
@@ -35,7 +39,7 @@ tx = train_lib.make_optimizer(cfg, sched)
 st = train_lib.create_train_state(model, tx, 0)
 run = train_lib.make_run_steps(model, cfg, tx, steps, b)
 st, info = run(st, x, steps); jax.block_until_ready(st)
-t = time.perf_counter(); st, info = run(st, x, steps); jax.block_until_ready(st); print('step', (time.perf_counter()-t)/steps)
+(st, info), wall, _ = common.time_once(lambda: jax.block_until_ready(run(st, x, steps))); print('step', wall / steps)
 jax.profiler.start_trace(str(out / 'trace'))
 st, info = run(st, x, steps); jax.block_until_ready(st)
 jax.profiler.stop_trace()

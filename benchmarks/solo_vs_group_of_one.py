@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,14 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from jaxvae import data as data_lib  # noqa: E402
-from jaxvae.experiment import runner as R  # noqa: E402
-from jaxvae.experiment import train as train_lib  # noqa: E402
-from jaxvae.experiment import vectorized as V  # noqa: E402
-from jaxvae.experiment.configs import base_config  # noqa: E402
+import common
+from common import ROOT
+from jaxvae import data as data_lib
+from jaxvae.experiment import runner as R
+from jaxvae.experiment import train as train_lib
+from jaxvae.experiment import vectorized as V
+from jaxvae.experiment.configs import base_config
 
 MNIST = ROOT.parent / "shared" / "data" / "binarized_mnist.npz"
 
@@ -110,9 +107,9 @@ def programs(config, dataset):
     solo = train_lib.make_run_steps(model, config, tx, spe, bs, None)
     group = V.make_group_steps(model, config, tx, tx_for, spe, bs, None, False)
     x = jnp.asarray(dataset.train)
-    hp = V._hparams([config])
+    hp = V.stack_hparams([config])
     active = jnp.ones((1,), bool)
-    stacked = V._stack([state])
+    stacked = V.stack_trees([state])
     return (lambda n: solo(jax.tree_util.tree_map(jnp.copy, state), x, n),
             lambda n: group(jax.tree_util.tree_map(jnp.copy, stacked), x, hp, active, n))
 
@@ -121,13 +118,9 @@ def steady(name, config, dataset, steps, reps):
     solo, group = programs(config, dataset)
     jax.block_until_ready(solo(steps))  # compile
     jax.block_until_ready(group(steps))
-    times = {"solo": [], "group": []}
-    for r in range(reps):
-        order = [("solo", solo), ("group", group)] if r % 2 == 0 else [("group", group), ("solo", solo)]
-        for which, f in order:
-            t = time.perf_counter()
-            jax.block_until_ready(f(steps))
-            times[which].append(1000 * (time.perf_counter() - t) / steps)
+    walls, _, _ = common.round_robin({"solo": lambda: jax.block_until_ready(solo(steps)),
+                                      "group": lambda: jax.block_until_ready(group(steps))}, reps, alternate=True)
+    times = {which: [1000 * w / steps for w in ws] for which, ws in walls.items()}
     row = {"case": name, "kind": "steady", "steps": steps,
            **{f"{k}_ms_per_step_median": statistics.median(v) for k, v in times.items()},
            **{f"{k}_ms_per_step_best": min(v) for k, v in times.items()}, "raw": times}
@@ -172,9 +165,8 @@ def main():
     p.add_argument("--cases", default="quickstart,mlp20,mlp100")
     p.add_argument("--out", default=None, help="also write the rows to this JSON file")
     a = p.parse_args()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')} CPU: {cpu}, {os.cpu_count()} cores; load {os.getloadavg()}",
-          flush=True)
+    info = common.device_info()
+    print(common.machine_line(info), flush=True)
     rows = []
     mnist = mnist_dataset(10000)
     for case in a.cases.split(","):
@@ -191,9 +183,10 @@ def main():
                 rows.append(end_to_end(case, quickstart_config(), None, a.e2e_reps, tmp))
             else:
                 rows.append(end_to_end(case, mlp_config(int(case[3:])), mnist, a.e2e_reps, tmp))
-    print(f"# load at the end {os.getloadavg()}", flush=True)
+    common.finish(info)
+    print(f"# load at the end {info['loadavg_end']}", flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps(rows, indent=1, default=float))
+        Path(a.out).write_text(json.dumps({"device_info": info, "rows": rows}, indent=1, default=float))
 
 
 if __name__ == "__main__":

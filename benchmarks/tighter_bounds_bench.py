@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+import common
 from jaxvae.vae.model import VAE
 from jaxvae.vae.objectives import make_loss_fn
 
@@ -29,21 +28,12 @@ ESTIMATORS = (("iwae_64", "iwae", {"k": 64}), ("miwae_8x8", "miwae", {"m": 8, "k
               ("rws_dreg_64", "rws_dreg", {"k": 64}))
 
 
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main():
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
+    info = common.device_info()
     model = VAE(784, 50, (200, 200), (200, 200), "tanh", "bernoulli")
     params = model.init(jax.random.key(0))
     tx = optax.adam(1e-3, 0.9, 0.999, 1e-4)
@@ -64,14 +54,13 @@ def main():
         steps[label] = jax.jit(run)
         jax.block_until_ready(steps[label](params, tx.init(params), jax.random.key(2)))  # compile
     times = {label: [] for label in steps}
-    for r in range(a.repeats):
+    for r in range(a.repeats):  # round-robin; round r draws with key 3 + r in every estimator
         for label, fn in steps.items():
-            t = time.perf_counter()
-            jax.block_until_ready(fn(params, tx.init(params), jax.random.key(3 + r)))
-            times[label].append((time.perf_counter() - t) / a.steps)
+            _, wall, _ = common.time_once(lambda: jax.block_until_ready(fn(params, tx.init(params),
+                                                                           jax.random.key(3 + r))))
+            times[label].append(wall / a.steps)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(),
-           "jax": jax.__version__, "steps": a.steps, "repeats": a.repeats,
+    out = {"device_info": common.finish(info), "steps": a.steps, "repeats": a.repeats,
            "ms_per_step": {k: 1e3 * v for k, v in med.items()},
            "relative_to_iwae_64": {k: v / med["iwae_64"] for k, v in med.items()}}
     print(json.dumps(out, indent=1))

@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 import os
 import sys
-import time
 
 
 def _early_devices(argv) -> int:
@@ -46,14 +45,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 from bench import matmul_peak, train_flops_per_example  # noqa: E402
-
 from jaxvae.experiment import parallel  # noqa: E402
 from jaxvae.experiment import train as train_lib  # noqa: E402
 from jaxvae.experiment.configs import base_config  # noqa: E402
 from jaxvae.vae.model import VAE  # noqa: E402
-from jaxvae.experiment.vectorized import _hparams, _stack, make_group_steps  # noqa: E402
+from jaxvae.experiment.vectorized import make_group_steps, stack_hparams, stack_trees  # noqa: E402
 
 ADAM_BYTES_PER_PARAM = 28  # read p, g, m, v; write p, m, v (float32)
 
@@ -76,13 +74,12 @@ def stream_bandwidth(mib: int = 256, reps: int = 5) -> float:
     x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
     nbytes = x.nbytes
     f = jax.jit(lambda a: a * 1.0001 + 1.0, donate_argnums=0)  # in place: no page faults of a new buffer
-    x = f(x).block_until_ready()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        x = f(x).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * nbytes / best
+    box = [f(x).block_until_ready()]
+
+    def once():
+        box[0] = f(box[0]).block_until_ready()
+
+    return 2 * nbytes / common.best_time(once, reps)
 
 
 def bench(objective: str, sizes, steps: int, repeats: int, n_train: int, peak: float, bandwidth: float,
@@ -110,31 +107,26 @@ def bench(objective: str, sizes, steps: int, repeats: int, n_train: int, peak: f
         states = [train_lib.create_train_state(model, tx, s) for s in seeds]
         s0, _ = solo(train_lib.create_train_state(model, tx, 999), x, steps)  # compile
         jax.block_until_ready(s0)
-        best_seq = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
+
+        def sequential():
             for st in states:
                 out, info = solo(jax.tree_util.tree_map(jnp.copy, st), x, steps)
                 jax.block_until_ready(out)
-            best_seq = min(best_seq, time.perf_counter() - t)
+
+        best_seq = common.best_time(sequential, repeats)
         # vectorized: one vmapped program over the n members (member axis split over the devices)
         mesh = parallel.make_group_mesh(devices, n, 0) if devices > 1 else None
         shards = parallel.member_shards(mesh) if mesh is not None else 1
         group = make_group_steps(model, c, tx, tx_for, spe, c.train.batch_size, mesh, False)
         put = (lambda t: parallel.put(t, parallel.member_sharded(mesh))) if mesh is not None else (lambda t: t)
-        hp = put(_hparams([c] * n))
+        hp = put(stack_hparams([c] * n))
         active = put(jnp.ones((n,), bool))
-        stacked = put(_stack(states))
+        stacked = put(stack_trees(states))
         xg = parallel.replicate(x_host, mesh) if mesh is not None else x
         out, _ = group(jax.tree_util.tree_map(jnp.copy, stacked), xg, hp, active, steps)  # compile
         jax.block_until_ready(out)
-        best_vec = float("inf")
-        for _ in range(repeats):
-            st = jax.tree_util.tree_map(jnp.copy, stacked)
-            t = time.perf_counter()
-            out, _ = group(st, xg, hp, active, steps)
-            jax.block_until_ready(out)
-            best_vec = min(best_vec, time.perf_counter() - t)
+        best_vec = common.best_time(lambda st: jax.block_until_ready(group(st, xg, hp, active, steps)[0]), repeats,
+                                    setup=lambda: jax.tree_util.tree_map(jnp.copy, stacked))
         compute_s = n * steps * step_flops / peak
         memory_s = n * steps * n_params * ADAM_BYTES_PER_PARAM / bandwidth
         row = {"objective": objective, "runs": n, "steps": steps, "devices": devices, "member_shards": shards,
@@ -164,7 +156,8 @@ def main():
     p.add_argument("--bandwidth-mib", type=int, default=256, help="buffer size of the bandwidth measurement")
     a = p.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
-    print(f"# devices: {jax.devices()}", flush=True)
+    info = common.device_info()
+    print(common.machine_line(info), flush=True)
     peak_sizes = tuple(int(s) for s in a.peak_sizes.split(","))
     peak = matmul_peak(peak_sizes, 3)["flop_per_s"]
     bandwidth = stream_bandwidth(a.bandwidth_mib)
@@ -174,7 +167,8 @@ def main():
         rows += bench(obj, sizes, a.steps, a.repeats, a.train_examples, peak, bandwidth, a.devices)
     peak2 = matmul_peak(peak_sizes, 3)["flop_per_s"]
     if a.out:
-        Path(a.out).write_text(json.dumps({"devices": [str(d) for d in jax.devices()], "peak_flop_per_s": peak,
+        Path(a.out).write_text(json.dumps({"device_info": common.finish(info),
+                                           "devices": [str(d) for d in jax.devices()], "peak_flop_per_s": peak,
                                            "peak_end_flop_per_s": peak2, "bandwidth_bytes_per_s": bandwidth,
                                            "run_steps": a.run_steps, "rows": rows}, indent=1, default=float))
     print(f"# matmul peak again at the end: {peak2 / 1e9:.1f} GFLOP/s", flush=True)

@@ -401,7 +401,7 @@ def test_one_step_dispatches_equal_the_fused_scan():
 
 
 @pytest.mark.slow  # compiles the 32x32x3 mixture model's gradient: ~1 min on a shared 2-core CPU
-def test_torch_benchmark_network_is_jaxvae_network():
+def test_torch_benchmark_network_is_jaxvae_network(monkeypatch):
     """benchmarks/conv_bench.py's PyTorch network is the same network: same parameter count, same
     analytic conv/dense FLOPs as torch's own counter, and with jaxvae's parameters copied in, the same loss
     and gradients for the same images and noise (skipped where torch is not installed)."""
@@ -410,6 +410,7 @@ def test_torch_benchmark_network_is_jaxvae_network():
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "conv_bench.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # its sibling import (common), as `python benchmarks/X.py`
     spec = importlib.util.spec_from_file_location("conv_bench", path)
     B = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(B)

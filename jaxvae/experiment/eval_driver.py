@@ -3,7 +3,7 @@ ELBO surgery. Batches are padded and masked, so each example counts exactly once
 
 ``evaluate_split`` evaluates one parameter set; ``evaluate_members`` evaluates the stacked parameters of a
 vectorized group (``jaxvae.experiment.vectorized``) with one ``jax.vmap``-ped program per batch and returns the same
-dicts. Both share the batch program (``_batch_bounds_impl``) and the host-side reduction (``_SplitSums``).
+dicts. Both share the batch program (``_batch_bounds_impl``; jitted: ``batch_bounds``) and the host-side reduction (``_SplitSums``).
 """
 
 from __future__ import annotations
@@ -88,10 +88,21 @@ def _cpu_optioned_jit(fn, static_argnums):
                 _use_cpu_options[0] = False
         return plain(*args)
 
+    def lower(*args):
+        """The ``jax.stages.Lowered`` program that ``call(*args)`` runs (``.compile().memory_analysis()``)."""
+        use_cpu = jax.default_backend() == "cpu" and _use_cpu_options[0]
+        return (cpu if use_cpu else plain).lower(*args)
+
+    call.lower = lower
     return call
 
 
-_batch_bounds = _cpu_optioned_jit(_batch_bounds_impl, (0, 4, 5, 6))
+batch_bounds = _cpu_optioned_jit(_batch_bounds_impl, (0, 4, 5, 6))
+batch_bounds.__doc__ = (
+    """``batch_bounds(model, params, x, key, ks, chunk_size, mesh)``: the jitted per-batch program of
+    ``evaluate_split`` (``_batch_bounds_impl``: per-example ELBO terms, IWAE_K for each K in ks, posterior
+    means), compiled as ``evaluate_split`` compiles it. ``batch_bounds.lower(...)`` (same arguments) gives
+    the lowered program, e.g. for XLA's ``memory_analysis`` of one batch (benchmarks/bench.py).""")
 
 
 def _members_bounds_impl(model: VAE, params: Params, x: jax.Array, keys: jax.Array, ks: tuple[int, ...],
@@ -219,7 +230,7 @@ def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *,
     batches, mask = eval_batches(x, _eval_batch_size(len(x), batch_size, mesh))
     acc = _SplitSums()
     for b in range(batches.shape[0]):
-        out = _batch_bounds(model, params, batches[b], jax.random.fold_in(key, b), ks, chunk_size, mesh)
+        out = batch_bounds(model, params, batches[b], jax.random.fold_in(key, b), ks, chunk_size, mesh)
         acc.add(jax.device_get(out), np.asarray(mask[b]))
     return acc.result(model, key, ks, surgery, surgery_samples, t0)
 

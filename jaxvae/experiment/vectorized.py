@@ -77,7 +77,8 @@ from jaxvae.experiment.metrics import MetricWriter  # noqa: E402
 from jaxvae.experiment.protocol import VECTORIZED_TRACED_FIELDS, is_vectorizable_field  # noqa: E402
 from jaxvae.experiment.configs import flatten  # noqa: E402
 
-__all__ = ["GroupError", "member_configs", "check_group", "train_group", "main_entry"]
+__all__ = ["GroupError", "member_configs", "check_group", "stack_hparams", "stack_trees", "train_group",
+           "main_entry"]
 
 
 class GroupError(ValueError):
@@ -116,8 +117,9 @@ def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
                          "train them as separate runs")
 
 
-def _hparams(configs) -> dict:
-    """The traced per-member hyperparameters, stacked (float32/int32 arrays of shape (members,))."""
+def stack_hparams(configs) -> dict:
+    """The traced per-member hyperparameters of a group's configs, stacked (float32/int32 arrays of shape
+    (members,)): the ``hparams`` argument of ``make_group_steps``' step functions."""
     assert set(VECTORIZED_TRACED_FIELDS) == {"train.learning_rate", "objective.beta", "objective.kl_warmup_steps"}
     return {
         "learning_rate": jnp.asarray([c.train.learning_rate for c in configs], jnp.float32),
@@ -126,7 +128,8 @@ def _hparams(configs) -> dict:
     }
 
 
-def _stack(trees):
+def stack_trees(trees):
+    """The pytrees (e.g. the members' train states) stacked leaf by leaf along a new leading member axis."""
     return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
 
 
@@ -323,9 +326,9 @@ def _train_group(configs, workdirs, allow_config_change, log, stop_hook, vectori
             m.close()
         raise
     by_member = parallel.member_sharded(group_mesh)
-    stacked = parallel.put(_stack(states), by_member)
+    stacked = parallel.put(stack_trees(states), by_member)
     del states
-    hp = parallel.put(_hparams(configs), by_member)
+    hp = parallel.put(stack_hparams(configs), by_member)
     x_train = (parallel.put(np.stack([d.train for d in datasets]), by_member) if per_member_data
                else parallel.replicate(datasets[0].train, group_mesh))
     group_steps = make_group_steps(model, base, tx, tx_for, steps_per_epoch, batch_size, group_mesh,
