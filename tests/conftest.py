@@ -26,6 +26,16 @@ from runhelpers import RESUME, SLOW_SAVE_ENV, check_ok, run_main  # noqa: E402
 
 from jaxvae.vae.model import VAE  # noqa: E402
 
+# Hypothesis: the default run draws the same examples every time (derandomize), so CI never fails on an
+# input that a different draw happened to find; HYPOTHESIS_PROFILE=explore draws new ones, many more of them
+# (`HYPOTHESIS_PROFILE=explore python -m pytest -q -k fuzz`), to look for bugs on purpose (a fresh clone's
+# random draw found `model.conv_strides=None` crashing validation in CI, 2026-12-06).
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", max_examples=30, derandomize=True, database=None)
+_hypothesis_settings.register_profile("explore", max_examples=1000, derandomize=False)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 SLOW_TEST_S = 30.0  # a test slower than this on the 2-core CI machine belongs behind -m slow (issue 26)
 
 

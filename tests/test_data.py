@@ -459,7 +459,7 @@ def test_epoch_permutation_and_batches():
     assert float(epoch_sums(k1, x)) == float(b1.sum())
 
 
-@settings(max_examples=25, deadline=None)
+@settings(deadline=None)
 @given(n=st.integers(0, 40), bs=st.integers(1, 12), as_numpy=st.booleans())
 def test_eval_batches_visit_each_example_once(n, bs, as_numpy):
     x = np.arange(n * 2, dtype=np.float32).reshape(n, 2) + 1

@@ -116,6 +116,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             high, exclusive = MAXIMUM[field]
             if value > high or (exclusive and value == high):
                 problems.append(f"{field}={value!r} must be {'<' if exclusive else '<='} {high}")
+    if problems:  # the checks across fields below assume each field has its type (e.g. a tuple, not None)
+        raise ConfigError(_invalid(problems))
     name = given.get("data.name", "")
     if isinstance(name, str) and not (name in DATASETS[:-1] or (name.startswith("tfds:") and len(name) > 5)):
         problems.append(f"data.name={name!r} is not one of {', '.join(DATASETS)}")
