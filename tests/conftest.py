@@ -15,14 +15,11 @@ import os
 import shutil
 from pathlib import Path
 
-from runhelpers import XLA_TEST_FLAGS
-
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()  # before JAX starts
+from runhelpers import RESUME, SLOW_SAVE_ENV, check_ok, run_main  # first: it sets XLA_FLAGS before JAX loads
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from runhelpers import RESUME, SLOW_SAVE_ENV, check_ok, run_main  # noqa: E402
 
 from jaxvae.vae.model import VAE  # noqa: E402
 

@@ -17,13 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxvae.experiment.checkpoints import SLOW_SAVE_ENV
+# XLA flags of every test process: LLVM optimizations off, since compiling the tests' tiny programs is most of
+# the suite's time. JAXVAE_TEST_XLA_OPT=default keeps XLA's own level. Added to this process's environment
+# here, before anything imports JAX (conftest.py imports this module first), so pytest and every subprocess
+# run inherit them.
+XLA_TEST_FLAGS = "" if os.environ.get("JAXVAE_TEST_XLA_OPT") == "default" else "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAGS}".strip()
+
+from jaxvae.experiment.checkpoints import SLOW_SAVE_ENV  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-# XLA flags of every test process (conftest.py sets them for pytest and its subprocesses): LLVM optimizations
-# off, since compiling the tests' tiny programs is most of the suite's time. JAXVAE_TEST_XLA_OPT=default keeps
-# XLA's own level.
-XLA_TEST_FLAGS = "" if os.environ.get("JAXVAE_TEST_XLA_OPT") == "default" else "--xla_backend_optimization_level=0"
 
 
 def env_with_xla_flags(*flags: str, base: dict | None = None) -> dict:

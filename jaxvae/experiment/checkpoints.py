@@ -105,12 +105,12 @@ class Checkpoints:
             _install_slow_save_hook(float(slow))
         self._keep = max(1, keep)
         try:
-            self.latest = _manager(self.root / "latest", max(1, keep), best=False)
+            self.latest = _manager(self.root / "latest", self._keep, best=False)
             self.best = _manager(self.root / "best", 1, best=True)
         except OSError as e:
             raise CheckpointError(f"cannot open the checkpoint folder {self.root} ({_short(e)}); "
                                   "check the disk and the permissions of --workdir") from None
-        self._prune(self.latest, max(1, keep), best=False)
+        self._prune(self.latest, self._keep, best=False)
         self._prune(self.best, 1, best=True)
 
     @staticmethod
