@@ -171,6 +171,23 @@ def _equal_trees(a, b) -> bool:
     return ta == tb and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
+def kept_window_problem(got: list[int], want: list[int], keep: int) -> str | None:
+    """Whether an interrupted run kept the right checkpoints (None: it did).
+
+    A preemption adds a checkpoint at the step it stopped (e.g. 2 or 37), so the kept window of the last
+    ``keep`` (train.keep_checkpoints) steps may hold it beside, or instead of, an older regular one. What must
+    hold: the same newest step as the uninterrupted run (``want``), and ``got`` is exactly the newest ``keep``
+    steps of everything either run kept, so no regular step of the window was lost. (Comparing the counts
+    alone failed when fewer than ``keep`` regular steps were ever saved: [2, 27, 54] against [27, 54].)
+    """
+    if not got or not want or got[-1] != want[-1]:
+        return f"newest step differs: latest steps {got} vs {want}"
+    window = sorted(set(got) | set(want))[-keep:]
+    if got != window:
+        return f"latest steps {got} vs {want}: expected the newest {keep} of both, {window}"
+    return None
+
+
 def check_final(kind: str, where: Path, ref: Path) -> list[str]:
     """Problems of a finished trial against the uninterrupted reference (empty: all is well)."""
     problems = []
@@ -182,12 +199,10 @@ def check_final(kind: str, where: Path, ref: Path) -> list[str]:
         a, b = (json.loads((d / "results.json").read_text()) for d in (wd, rwd))
         if a["test"] != b["test"] or a["valid"] != b["valid"] or a["train"]["steps"] != b["train"]["steps"]:
             problems.append(f"{wd.name}: results differ: {a['test']['iwae']} vs {b['test']['iwae']}")
-        # a preemption adds a checkpoint at the step it stopped (e.g. 37), so the kept window of the last
-        # train.keep_checkpoints steps may hold it instead of an older regular one: same newest step and
-        # as many kept steps (none lost), and the same best checkpoint
-        got, want = _steps(wd), _steps(rwd)
-        if not got or got[-1] != want[-1] or len(got) != len(want):
-            problems.append(f"{wd.name}: latest steps {got} vs {want}")
+        keep = json.loads((wd / "config.json").read_text())["train"]["keep_checkpoints"]
+        problem = kept_window_problem(_steps(wd), _steps(rwd), keep)
+        if problem:
+            problems.append(f"{wd.name}: {problem}")
         if _steps(wd, "best") != _steps(rwd, "best"):
             problems.append(f"{wd.name}: best steps {_steps(wd, 'best')} vs {_steps(rwd, 'best')}")
         for s in _steps(wd):

@@ -69,3 +69,19 @@ def test_process_with_a_zombie_leader_still_counts_as_alive(tmp_path):
         p.wait(timeout=30)
     assert locks.is_held(tmp_path) is None
     assert not faults._is_alive(p.pid)
+
+
+def test_kept_window_allows_a_preemption_checkpoint_and_catches_a_lost_one():
+    """The harness's checkpoint check (a CI run failed on [2, 27, 54] vs [27, 54]: a SIGTERM at step 2 of
+    a 2-epoch run left an extra, correct checkpoint while fewer than keep=3 regular ones existed)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.faults import kept_window_problem
+
+    assert kept_window_problem([2, 27, 54], [27, 54], keep=3) is None  # the CI case: nothing lost
+    assert kept_window_problem([37, 54, 81], [27, 54, 81], keep=3) is None  # the extra step pushed 27 out
+    assert kept_window_problem([27, 54, 81], [27, 54, 81], keep=3) is None
+    assert kept_window_problem([2, 54], [27, 54], keep=3) is not None  # 27 lost
+    assert kept_window_problem([2, 27, 54], [27, 54], keep=2) is not None  # more than keep kept
+    assert kept_window_problem([27, 37], [27, 54], keep=3) is not None  # the newest step missing
+    assert kept_window_problem([], [27, 54], keep=3) is not None
+    assert kept_window_problem([27, 54, 81], [54, 81], keep=2) is not None  # a pruned step came back
