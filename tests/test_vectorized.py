@@ -341,3 +341,20 @@ def test_group_whose_joint_test_evaluation_fails_evaluates_member_by_member(tmp_
     assert [json.loads((d / "status.json").read_text())["status"] for d in dirs] == ["finished", "finished"]
     solo = R.train_and_evaluate(configs[1], tmp_path / "solo", log=quiet)
     assert_same_results(results[1], solo, rtol=1e-5)
+
+
+def test_stored_numbers_are_reproduced_bit_for_bit(runs):
+    """Issue 27: the solo run, the group of three (its diverging member included) and load_run().evaluate()
+    reproduce the numbers stored from the code before the single host loop (tests/stored_numbers.py)."""
+    import stored_numbers as S
+
+    got = S.collect(runs, final_params)
+    if os.environ.get(S.WRITE_ENV) == "1":
+        S.STORED.parent.mkdir(exist_ok=True)
+        S.STORED.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+        pytest.skip(f"wrote {S.STORED}")
+    want = json.loads(S.STORED.read_text())
+    exact = want["cpu"] == S.cpu_signature()
+    diffs = S.compare(got, want, exact=exact)
+    assert not diffs, f"{len(diffs)} differences ({'exact' if exact else 'rtol 1e-5'}): " + "; ".join(diffs[:8])
+    assert want["group"][2]["status"] == "failed" and "results" in want["group"][0]
