@@ -1,4 +1,4 @@
-"""The beta-sweep part of the report (jaxvae.sweeps.beta_report) on constructed run folders."""
+"""The beta-sweep part of the report (jaxvae.sweeps.report.beta) on constructed run folders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxvae.sweeps import beta_report as B
+from jaxvae.sweeps.report import beta as B
 from jaxvae.sweeps import report as R
 
 BETAS = (0.5, 1.0, 4.0)
@@ -105,3 +105,10 @@ def test_alignment_summary_counts_separate_latents(sweep):
     assert "| 10 | 0.5 | 0/2 | 0.15 ± 0.00 | -0.05 ± 0.00 |" in text
     text = B.alignment_summary(runs, threshold=0.25)
     assert text.count("| 2/2 |") == 2 and "| 10 | 4 | 2/2 |" in text and "| 2 | 4 | 2/2 |" in text
+
+
+def test_cli_alignment_prints_the_tables_and_writes_nothing(sweep, capsys):
+    assert R.main([str(sweep), "--alignment"]) == 0
+    out = capsys.readouterr().out
+    assert "| beta=4.0,latent_dim=10,seed=0 | 4 | 10 | 0 | 10 | z1 (0.50) | z0 (0.30) | 0.400 |" in out
+    assert "| separate latents, both MIG > 0.3 |" in out and not (sweep / "report.md").exists()

@@ -1,4 +1,4 @@
-"""Paper tables (jaxvae.sweeps.paper_tables): published values from jaxvae/sweeps/papers/*.json beside a
+"""Paper tables (jaxvae.sweeps.report.paper_tables): published values from jaxvae/sweeps/papers/*.json beside a
 sweep's results, laid out like the paper's table; wired into the report."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from jaxvae.experiment.configs import base_config
-from jaxvae.sweeps import paper_tables as P
-from jaxvae.sweeps.report import build_report
+from jaxvae.sweeps.report import paper_tables as P
+from jaxvae.sweeps.report import build_report, main
 
 
 def _results(seed, nll, train_nll, au_layers, layers=2, k=5, obj="iwae", data="mnist"):
@@ -94,3 +94,19 @@ def test_report_lays_out_the_paper_table(tmp_path):
     assert "Burda, Grosse & Salakhutdinov 2015, Table 1: test NLL (nats)" in md
     assert "85.00 ± 1.41 (n=2)" in md and "+1.11" in md
     assert "Table 1" in rep.html()
+
+
+def test_cli_paper_tables_alone_and_assume(tmp_path, capsys):
+    """``python -m jaxvae.sweeps.report RUNS --paper-tables [--assume F=V]`` prints the paper tables alone."""
+    static = _results(0, 87.0, 86.0, [20, 10])
+    static["config"]["data"]["binarize"] = "none"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps(static))
+    assert main([str(tmp_path), "--paper-tables"]) == 0
+    assert capsys.readouterr().out == "no finished run matches a published table\n"
+    assert main([str(tmp_path), "--paper-tables", "--assume", "data.binarize=dynamic"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("## Burda, Grosse & Salakhutdinov 2015, Table 1") and "anchors" in out
+    assert not (tmp_path / "report.md").exists()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--assume", "data.binarize=dynamic"])  # --assume only with --paper-tables

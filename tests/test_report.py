@@ -7,6 +7,8 @@ import base64
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -254,3 +256,10 @@ def test_weight_health_columns_and_snr_figures(tmp_path: Path):
     assert rows["k=64"][col["k-hat > 0.7"]] == "0.250" and rows["k=1"][col["ESS/K"]] == ""
     assert "![Gradient SNR vs K: k=64 (init)](k=64/snr_init.png)" in md
     assert (root / "report.html").read_text().count('src="data:image/png;base64,') >= 2
+
+
+def test_importing_the_report_needs_neither_jax_nor_matplotlib():
+    code = "import sys, jaxvae.sweeps.report; print(sorted({'jax', 'matplotlib'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,14 +1,14 @@
-"""What the report (report.py) and its sections (beta_report.py, paper_tables.py) share: the run folders
-under a root as ``RunRecord``s, the values of a results.json (dotted lookups, numbers, the flattened
-config, a run's identity, mean ± std over seeds), the ``Table`` they print and the pyplot set-up.
+"""Loading the runs under a folder and reading their results.json: the run folders as ``RunRecord``s
+(``load_runs``, with the runs a ``sweep.json`` planned that left no files), ``read_json``, dotted
+``lookup``s, ``number``s, the flattened config, a run's ``identity`` and sort order, mean ± std over seeds
+and the formatting of a cell.
 
-Imports only the standard library and ``jaxvae.experiment.protocol`` (matplotlib when a plot is drawn).
+Imports only the standard library and ``jaxvae.experiment.protocol``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import math
 import os
@@ -220,42 +220,3 @@ def fmt_id(v: Any) -> str:
     return str(v)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Tables and plots
-# ----------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-    numeric: list[bool]
-
-    def markdown(self) -> str:
-        def cell(s):
-            return str(s).replace("|", "\\|").replace("\n", " ")
-        out = ["| " + " | ".join(cell(h) for h in self.headers) + " |",
-               "|" + "|".join("---:" if n else "---" for n in self.numeric) + "|"]
-        out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
-        return "\n".join(out)
-
-    def html(self) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
-        body = "".join("<tr>" + "".join(f'<td class="{"num" if n else "txt"}">{html.escape(str(c))}</td>'
-                                        for c, n in zip(row, self.numeric)) + "</tr>" for row in self.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (files only), imported when a plot is drawn."""
-    import matplotlib  # noqa: PLC0415
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    return plt
-
-
-def color_cycle(n: int):
-    """n distinct line colours (tab10, tab20 beyond ten)."""
-    plt = pyplot()
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]

@@ -1,6 +1,7 @@
-"""Report plots for sweeps that vary ``objective.beta``: rate-distortion, disentanglement vs beta, traversals.
+"""The report's plots for sweeps that vary ``objective.beta``: rate-distortion, disentanglement vs beta,
+traversals; and the factor alignment tables.
 
-Called by ``jaxvae.sweeps.report`` (its PLOTS list) on the finished runs; each plot returns False (no file)
+Called by ``jaxvae.sweeps.report.build`` (its PLOTS list) on the finished runs; each plot returns False (no file)
 unless the runs hold at least two betas and the numbers it draws.
 
 - ``report_rate_distortion.png``: left, distortion D = -E log p(x|z) against rate R = E KL(q(z|x)||p(z))
@@ -13,8 +14,12 @@ unless the runs hold at least two betas and the numbers it draws.
 - ``report_traversals.png``: each beta's latent traversals (the run with the lowest seed), one row per series.
 
 A series is every config field but beta and the seed (e.g. the latent dimension).
-``python -m jaxvae.sweeps.beta_report RUNS_DIR`` prints the per-run factor alignment table and, per
-(latent_dim, beta), how often brightness and contrast sit on separate latents (the write-up's claim (c)).
+``alignment_table`` and ``alignment_summary`` (``python -m jaxvae.sweeps.report RUNS_DIR --alignment``) give
+the per-run factor alignment table and, per (latent_dim, beta), how often brightness and contrast sit on
+separate latents (the write-up's claim (c)).
+
+Imports only the standard library and the report's loading, tables and plots (matplotlib lazily, when a
+plot is drawn).
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jaxvae.sweeps.report_common import (Table, color_cycle, flatten, fmt_id, fmt_value, identity, load_runs, lookup,
-                                         mean_std, number, pyplot, sort_key)
+from jaxvae.sweeps.report.loading import flatten, fmt_id, fmt_value, identity, lookup, mean_std, number, sort_key
+from jaxvae.sweeps.report.plots import color_cycle, pyplot
+from jaxvae.sweeps.report.tables import Table
 
 BETA_PATH = "objective.beta"
 
@@ -312,20 +317,3 @@ def alignment_summary(runs: Sequence[Any], first: str = "brightness", second: st
                      f"{m2:.2f} ± {s2 or 0:.2f}"])
     return Table(["latent_dim", "beta", f"separate latents, both MIG > {threshold}", f"MIG {first}",
                   f"MIG {second}"], rows, [True, True, True, True, True]).markdown()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse  # noqa: PLC0415
-    p = argparse.ArgumentParser(prog="python -m jaxvae.sweeps.beta_report",
-                                description="Per-run factor alignment table (which latent carries which factor).")
-    p.add_argument("root")
-    args = p.parse_args(argv)
-    runs = [r for r in load_runs(args.root) if r.finished]
-    print(alignment_table(runs))
-    print()
-    print(alignment_summary(runs))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

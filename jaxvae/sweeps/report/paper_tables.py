@@ -20,27 +20,29 @@ ours as mean ± std over seeds, the published value and the difference (ours - p
 active units; (2) a detail list per row: seeds, ours, published, difference, train-set value and the
 train/test gap (when results.json has ``train_set``), active units per stochastic layer.
 
-    python -m jaxvae.sweeps.paper_tables RUNS_DIR [--assume data.name=mnist --assume data.binarize=dynamic]
+    python -m jaxvae.sweeps.report RUNS_DIR --paper-tables [--assume data.name=mnist --assume data.binarize=dynamic]
 
-prints the tables alone; ``--assume field=value`` matches as if every run had that config value (e.g. to
-set runs on statically binarized MNIST beside the dynamically binarized published figures, as anchors:
-say so wherever the numbers are quoted).
+prints the tables alone; ``--assume field=value`` (``paper_tables(runs, assume)``) matches as if every run
+had that config value (e.g. to set runs on statically binarized MNIST beside the dynamically binarized
+published figures, as anchors: say so wherever the numbers are quoted).
+
+Imports only the standard library and the report's loading and tables (``jaxvae.experiment.validation``
+lazily, for the config defaults).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxvae.sweeps.report_common import Table, load_runs, lookup
+from jaxvae.sweeps.report.loading import lookup
+from jaxvae.sweeps.report.tables import Table
 
-PAPERS_DIR = Path(__file__).resolve().parent / "papers"
+PAPERS_DIR = Path(__file__).resolve().parent.parent / "papers"  # jaxvae/sweeps/papers
 METRIC_PATHS = {"nll": "test.nll", "elbo": "test.elbo", "active_units": "test.active_units"}
 LOWER_IS_BETTER = {"nll"}
 
@@ -83,7 +85,7 @@ def load_paper_tables(folder: str | Path = PAPERS_DIR) -> list[PaperTable]:
                     and isinstance(r.get("value"), (int, float)) and not isinstance(r.get("value"), bool)):
                 problems.append(f"rows[{i}] needs a label (text), a match (object) and a value (number)")
         if problems:
-            raise PaperFileError(f"{path}: {'; '.join(problems)} (format: jaxvae/sweeps/paper_tables.py)")
+            raise PaperFileError(f"{path}: {'; '.join(problems)} (format: jaxvae/sweeps/report/paper_tables.py)")
         out.append(PaperTable(path.name, doc["paper"], doc["table"], doc["metric"],
                               doc.get("metric_label", doc["metric"]), doc.get("note", ""), rows))
     return out
@@ -94,8 +96,10 @@ _MISSING = object()
 
 
 def _defaults() -> dict:
+    """{dotted field: default} of jaxvae.experiment.configs; imported lazily, when the paper tables are
+    built, so that importing the report stays light (the configs pull in ml_collections)."""
     try:
-        from jaxvae.experiment.validation import known_fields
+        from jaxvae.experiment.validation import known_fields  # noqa: PLC0415 - lazy, for import speed
 
         return known_fields()
     except Exception:  # noqa: BLE001 - without the defaults a missing field simply does not match
@@ -290,26 +294,3 @@ def markdown(sections: list[dict]) -> str:
         for _, headers, rows, numeric in s["tables"]:
             out += [Table(list(headers), [list(r) for r in rows], list(numeric)).markdown(), ""]
     return "\n".join(out)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jaxvae.sweeps.paper_tables",
-                                description="Lay finished runs out like the published tables in jaxvae/sweeps/papers/.")
-    p.add_argument("root", help="folder holding run workdirs (searched recursively)")
-    p.add_argument("--assume", action="append", default=[], metavar="FIELD=VALUE",
-                   help="match as if every run had this config value (anchors from another setting)")
-    args = p.parse_args(argv)
-    runs = [r.results for r in load_runs(args.root) if r.finished]
-    assume = {}
-    for item in args.assume:
-        field, _, value = item.partition("=")
-        try:
-            assume[field] = json.loads(value)
-        except ValueError:
-            assume[field] = value
-    sys.stdout.write(markdown(paper_tables(runs, assume)) or "no finished run matches a published table\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
