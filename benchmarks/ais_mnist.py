@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 
 import common
 from jaxvae.experiment.configs import base_config
-from jaxvae.experiment.runner import build_model
+from jaxvae.experiment.building import build_model
 from jaxvae.vae import ais as A
 from jaxvae.vae import gaps as G
 from jaxvae.vae.evaluation import iwae_bound_chunked

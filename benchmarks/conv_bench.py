@@ -40,7 +40,7 @@ import numpy as np
 from common import best_time, device_info, finish
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.configs import base_config
-from jaxvae.experiment.runner import build_model
+from jaxvae.experiment.building import build_model
 
 SHAPE = (32, 32, 3)
 BATCH = 64

@@ -16,7 +16,7 @@ import numpy as np
 from ml_collections import config_flags  # noqa: F401
 from absl import flags
 
-from jaxvae.experiment import runner as R
+from jaxvae.experiment import building
 from jaxvae.experiment import train as T
 from jaxvae.experiment.checkpoints import Checkpoints
 from jaxvae.vae import flows
@@ -33,11 +33,11 @@ def main():
     workdir = sys.argv[1]
     FLAGS(["x"] + sys.argv[2:])
     config = FLAGS.config
-    data = R.load_data(config)
-    model = R.build_model(config, data.train.shape[1])
+    data = building.load_data(config)
+    model = building.build_model(config, data.train.shape[1])
     schedule, _ = T.learning_rate_schedule(config, T.steps_per_epoch_for(len(data.train), config.train.batch_size))
     tx = T.make_optimizer(config, schedule)
-    state = T.create_train_state(model, tx, config.seed, R.output_bias(config, model, data.train))
+    state = T.create_train_state(model, tx, config.seed, building.output_bias(config, model, data.train))
     restored, step = Checkpoints(workdir, 3).restore_latest(state._asdict())
     params = restored["params"]
     x = jnp.asarray(data.test[:1000], jnp.float32)  # the first 1000 (denser than the runner's random subset)

@@ -14,7 +14,7 @@ bounds on a fixed 1000 training images)::
 
 The defaults below (500 test images, 300 training images) are the smaller evaluation of the first,
 budget-0.001 run (sized for a 2-core machine shared by ~8 jobs, load ~25). Evaluation subsets are fixed
-(runner._subset: a seeded random subset, not a prefix). Published values (dynamically binarized MNIST, full
+(evaluations.subset: a seeded random subset, not a prefix). Published values (dynamically binarized MNIST, full
 budget): jaxvae/sweeps/papers/burda2015_table1.json; on the static binarization expect about 2 nats worse.
 """
 

@@ -33,6 +33,7 @@ import numpy as np
 import common
 from common import ROOT
 from jaxvae import data as data_lib
+from jaxvae.experiment import building
 from jaxvae.experiment import runner as R
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment import vectorized as V
@@ -94,7 +95,7 @@ def mnist_dataset(n_train: int) -> data_lib.Dataset:
 
 
 def programs(config, dataset):
-    model = R.build_model(config, dataset.train.shape[1])
+    model = building.build_model(config, dataset.train.shape[1])
     bs = config.train.batch_size
     spe = train_lib.steps_per_epoch_for(len(dataset.train), bs)
     sched, _ = train_lib.learning_rate_schedule(config, spe)
@@ -103,7 +104,7 @@ def programs(config, dataset):
     def tx_for(hp):
         return train_lib.make_optimizer(config, train_lib.learning_rate_schedule(config, spe, hp["learning_rate"])[0])
 
-    state = train_lib.create_train_state(model, tx, config.seed, R.output_bias(config, model, dataset.train))
+    state = train_lib.create_train_state(model, tx, config.seed, building.output_bias(config, model, dataset.train))
     solo = train_lib.make_run_steps(model, config, tx, spe, bs, None)
     group = V.make_group_steps(model, config, tx, tx_for, spe, bs, None, False)
     x = jnp.asarray(dataset.train)
@@ -132,7 +133,7 @@ def steady(name, config, dataset, steps, reps):
 
 def end_to_end(name, config, dataset, reps, tmp):
     if dataset is not None:
-        R.load_data = lambda c: dataset  # noqa: E731 - in-process stand-in for a TFDS build
+        building.load_data = lambda c: dataset  # noqa: E731 - in-process stand-in for a TFDS build
     quiet = lambda *a, **k: None  # noqa: E731
     times = {"solo": [], "group": []}
     results = {}
@@ -172,7 +173,7 @@ def main():
     for case in a.cases.split(","):
         if case == "quickstart":
             c = quickstart_config()
-            ds = R.load_data(c)
+            ds = building.load_data(c)
             rows.append(steady(case, c, ds, a.steps, a.reps))
         else:
             c = mlp_config(int(case[3:]))

@@ -35,7 +35,7 @@ def run_params(run, checkpoint: str):
     if checkpoint != "init":
         return run.params
     from jaxvae.experiment import train as train_lib
-    from jaxvae.experiment.runner import output_bias
+    from jaxvae.experiment.building import output_bias
 
     bias = output_bias(run.config, run.model, run.dataset.train)
     return train_lib.create_train_state(run.model, _no_optimizer(), run.config.seed, bias).params
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--ks must be integers >= 1, --draws >= 2, --batch >= 1, --m >= 1, 0 <= --beta-ciwae <= 1"
         print(f"error: {what}", file=sys.stderr)
         return 2
-    from jaxvae.experiment.eval_driver import _binarize_eval
+    from jaxvae.experiment.eval_driver import binarize_eval
     from jaxvae.experiment.run import RunNotFound, load_run
 
     try:
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     params = run_params(run, a.checkpoint)
-    x = _binarize_eval(np.asarray(run.test_data()[: a.batch], np.float32), run.config.data.binarize, a.seed)
+    x = binarize_eval(np.asarray(run.test_data()[: a.batch], np.float32), run.config.data.binarize, a.seed)
     result = diagnose(run.model, params, jax.numpy.asarray(x), jax.random.key(a.seed), ks=ks, estimators=estimators,
                       num_draws=a.draws, m=a.m, beta_ciwae=a.beta_ciwae, chunk=a.chunk)
     result.update(workdir=str(run.workdir), checkpoint=a.checkpoint, step=0 if a.checkpoint == "init" else run.step)

@@ -198,7 +198,7 @@ def test_conv_vae_trains_and_resumes_exactly(tmp_path):
     """IWAE (K=3) with conv nets and the logistic mixture on 8x8x3 8-bit images: the loss falls over
     20 steps, and 10 steps + checkpoint + restore + 10 steps equals 20 uninterrupted steps bit for bit."""
     from jaxvae.experiment.checkpoints import Checkpoints
-    from jaxvae.experiment.runner import build_model
+    from jaxvae.experiment.building import build_model
 
     config = _tiny_conv_config()
     x = jnp.asarray(_synthetic_colour())
@@ -359,7 +359,7 @@ def _tiny_binary_conv_config(network):
 def test_gated_conv_vae_trains():
     """The gated family with IWAE (K=3) on 8x8x1 binary images: the loss falls (one-step dispatches, as
     the runner trains conv nets on CPU)."""
-    from jaxvae.experiment.runner import build_model
+    from jaxvae.experiment.building import build_model
 
     config, x = _tiny_binary_conv_config("gated")
     model = build_model(config, x.shape[1], (8, 8, 1))
@@ -381,7 +381,7 @@ def test_gated_conv_vae_trains():
 def test_one_step_dispatches_equal_the_fused_scan():
     """A conv model trained by 4 one-step dispatches (straight-line code, no lax.scan: XLA:CPU runs conv
     gradients in a loop ~20x slower) reaches the parameters of one 4-step scan; MLPs keep one epoch."""
-    from jaxvae.experiment.runner import build_model
+    from jaxvae.experiment.building import build_model
 
     config, x = _tiny_binary_conv_config("conv")
     model = build_model(config, x.shape[1], (8, 8, 1))

@@ -14,7 +14,8 @@ from jaxvae.experiment import init_from
 from jaxvae.experiment import train as train_lib
 from jaxvae.experiment.checkpoints import Checkpoints
 from jaxvae.experiment.configs import base_config
-from jaxvae.experiment.runner import _config_fingerprint, build_model
+from jaxvae.experiment.building import build_model
+from jaxvae.experiment.workdir import config_fingerprint as _config_fingerprint
 
 
 def _config(**model):

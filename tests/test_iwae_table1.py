@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxvae.experiment.runner import eval_binarize_seed as binarize_seed_of
+from jaxvae.experiment.evaluations import eval_binarize_seed as binarize_seed_of
 from jaxvae.experiment.validation import ConfigError, override, validate_config
 from jaxvae.sweeps.plan import group_runs, make_runs
 

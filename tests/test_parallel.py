@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent(r'''
     os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     import json
     import jax, jax.numpy as jnp, numpy as np
-    from jaxvae.experiment import parallel, runner, train as T
+    from jaxvae.experiment import building, parallel, train as T
     from jaxvae.experiment.configs import base_config
     from jaxvae.experiment.eval_driver import evaluate_split
 
@@ -29,8 +29,8 @@ SCRIPT = textwrap.dedent(r'''
         c.objective.k = 5
         c.train.batch_size = 20
         c.data.binarize = "dynamic"
-        ds = runner.load_data(c)
-        model = runner.build_model(c, ds.train.shape[1])
+        ds = building.load_data(c)
+        model = building.build_model(c, ds.train.shape[1])
         spe = T.steps_per_epoch_for(len(ds.train), c.train.batch_size)
         sched, _ = T.learning_rate_schedule(c, spe)
         tx = T.make_optimizer(c, sched)

@@ -26,7 +26,9 @@ from runhelpers import (QUICKSTART, RESUME, ROOT, SMALL, assert_trees_equal, che
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxvae.experiment import runner as R
+from jaxvae.experiment import building
+from jaxvae.experiment import workdir as workdir_files
+from jaxvae.experiment.protocol import EXIT_PREEMPTED
 from jaxvae.experiment import validation
 from jaxvae.experiment.checkpoints import CheckpointError, Checkpoints
 from jaxvae.experiment.configs import base_config
@@ -188,11 +190,11 @@ def overrides(draw):
 
 def _build_pieces(config):
     """Everything a run builds from the config before it touches data or trains."""
-    from jaxvae.experiment import runner
+    from jaxvae.experiment import building
     from jaxvae.experiment import train as train_lib
     from jaxvae.vae.objectives import make_loss_fn, objective_options
 
-    model = runner.build_model(config, 64, image_shape=(8, 8, 1))  # conv nets need the image shape
+    model = building.build_model(config, 64, image_shape=(8, 8, 1))  # conv nets need the image shape
     schedule, total = train_lib.learning_rate_schedule(config, 7)
     assert total >= 1
     tx = train_lib.make_optimizer(config, schedule)
@@ -371,15 +373,15 @@ def test_progress_of_the_restored_checkpoint_survives_a_kill_between_progress_an
     """progress.json is written before its checkpoint and keeps the earlier checkpoints' entries: a run
     killed after writing step 81's entry but before committing checkpoint 81 resumes from 54 with 54's
     time, examples and validation."""
-    prior = R.load_progress(tmp_path, None)
-    R.write_progress(tmp_path, 54, prior, 10.0, 8.0, 500, {"iwae": {"5": -25.0}})
-    at54 = R.load_progress(tmp_path, 54)
-    R.write_progress(tmp_path, 81, at54, 5.0, 4.0, 250, {"iwae": {"5": -24.0}})
-    assert R.load_progress(tmp_path, 54) == at54 == {"step": 54, "wall_time_s": 10.0, "train_seconds": 8.0,
+    prior = workdir_files.load_progress(tmp_path, None)
+    workdir_files.write_progress(tmp_path, 54, prior, 10.0, 8.0, 500, {"iwae": {"5": -25.0}})
+    at54 = workdir_files.load_progress(tmp_path, 54)
+    workdir_files.write_progress(tmp_path, 81, at54, 5.0, 4.0, 250, {"iwae": {"5": -24.0}})
+    assert workdir_files.load_progress(tmp_path, 54) == at54 == {"step": 54, "wall_time_s": 10.0, "train_seconds": 8.0,
                                                       "trained_examples": 500, "valid": {"iwae": {"5": -25.0}}}
-    assert R.load_progress(tmp_path, 81)["valid"] == {"iwae": {"5": -24.0}}
-    assert R.load_progress(tmp_path, 81)["trained_examples"] == 750
-    assert R.load_progress(tmp_path, 27)["trained_examples"] == 0  # no entry: nothing assumed
+    assert workdir_files.load_progress(tmp_path, 81)["valid"] == {"iwae": {"5": -24.0}}
+    assert workdir_files.load_progress(tmp_path, 81)["trained_examples"] == 750
+    assert workdir_files.load_progress(tmp_path, 27)["trained_examples"] == 0  # no entry: nothing assumed
 
 
 def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
@@ -637,12 +639,12 @@ def test_sigterm_while_loading_data_exits_3_as_preempted(run_env, tmp_path, to):
     but the main one, else the handler ran only when the load's sleep ended (the cold-run record's
     timeout)."""
     wd = tmp_path / "run"
-    proc, out, err = start_main({**run_env, R.SLOW_LOAD_ENV: "300"}, wd, *SMALL)
+    proc, out, err = start_main({**run_env, building.SLOW_LOAD_ENV: "300"}, wd, *SMALL)
     wait_for(lambda: status(wd).get("message") == "loading data", proc, "data loading")
     target = _worker_thread_ids(proc.pid)[-1] if to == "worker thread" else proc.pid
     proc.send_signal(signal.SIGTERM) if target == proc.pid else os.kill(target, signal.SIGTERM)
     try:
-        assert proc.wait(timeout=30) == R.EXIT_PREEMPTED
+        assert proc.wait(timeout=30) == EXIT_PREEMPTED
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail(f"no exit within 30 s of SIGTERM to the {to} (the data load sleeps 300 s)")
@@ -678,7 +680,7 @@ def test_sigterm_while_a_vectorized_group_starts_exits_3_with_every_member_preem
     slowed data load: exit 3 within seconds, every member's status.json "preempted", one line, no
     traceback."""
     root = tmp_path / "group"
-    proc, log = _start_group({**run_env, R.SLOW_LOAD_ENV: "300"}, root)
+    proc, log = _start_group({**run_env, building.SLOW_LOAD_ENV: "300"}, root)
     if when == "importing":  # once the entry point's first line blocked the signals (SigBlk of /proc)
         wait_for(lambda: _blocked(proc.pid), proc, "the signals blocked", timeout=60)
     else:
@@ -690,7 +692,7 @@ def test_sigterm_while_a_vectorized_group_starts_exits_3_with_every_member_preem
         proc.kill()
         pytest.fail(f"no exit within 60 s of SIGTERM while {when}")
     text = log.read_text()
-    assert rc == R.EXIT_PREEMPTED, text[-3000:]
+    assert rc == EXIT_PREEMPTED, text[-3000:]
     assert [status(root / m).get("status") for m in ("m0", "m1")] == ["preempted", "preempted"], text[-3000:]
     assert "preempted: interrupted outside a training dispatch" in text and "Traceback" not in text
 
@@ -698,8 +700,8 @@ def test_sigterm_while_a_vectorized_group_starts_exits_3_with_every_member_preem
 _TEARDOWN = """
 import os, signal, sys, threading, time
 signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))  # as the entry points
-from jaxvae.experiment import runner as R
-with R.sigterm_interrupts():
+from jaxvae.experiment import preemption
+with preemption.sigterm_interrupts():
     assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     worker = threading.Thread(target=time.sleep, args=(2.0,))  # as orbax's: inherits the unblocked mask
     worker.start()
@@ -726,10 +728,10 @@ _DURING_IMPORT = """
 import os, signal, sys, threading, time
 signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))  # as the entry points
 sys.path.insert(0, sys.argv[1])
-from jaxvae.experiment import runner as R
+from jaxvae.experiment import preemption
 threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
 try:
-    with R.sigterm_interrupts():
+    with preemption.sigterm_interrupts():
         import slow_module  # its top-level code sleeps 1 s: the signal lands inside the import
         time.sleep(30)  # outside imports a blocking wait is interrupted at once
     print("not interrupted")

@@ -258,7 +258,7 @@ def test_new_parts_train_under_jit_vmap_and_resume(opts):
 def test_config_options_validated_and_reach_the_model():
     """Bad values give one ConfigError line naming the field; good ones reach the VAE's parts."""
     from jaxvae.experiment.configs import base_config
-    from jaxvae.experiment.runner import build_model
+    from jaxvae.experiment.building import build_model
     from jaxvae.experiment.validation import ConfigError, validate_config
 
     for field, value, words in (("sylvester_variant", "qr", "model.sylvester_variant"),
@@ -289,7 +289,7 @@ def test_flow_head_scale_keeps_init_and_scales_adams_step():
     import optax
 
     from jaxvae.experiment.configs import base_config
-    from jaxvae.experiment.runner import build_model
+    from jaxvae.experiment.building import build_model
     from jaxvae.experiment.validation import ConfigError, validate_config
 
     x = jnp.asarray((np.random.default_rng(0).uniform(size=(3, 6)) > 0.5).astype(np.float32))

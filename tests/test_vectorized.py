@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxvae.experiment import building
 from jaxvae.experiment import runner as R
 from jaxvae import sweeps as sweep
 from jaxvae.experiment import train as train_lib
@@ -56,8 +57,8 @@ def quiet(_):
 
 
 def final_params(config, workdir):
-    ds = R.load_data(config)
-    model = R.build_model(config, ds.train.shape[1])
+    ds = building.load_data(config)
+    model = building.build_model(config, ds.train.shape[1])
     spe = train_lib.steps_per_epoch_for(len(ds.train), config.train.batch_size)
     sched, _ = train_lib.learning_rate_schedule(config, spe)
     tx = train_lib.make_optimizer(config, sched)
@@ -309,7 +310,9 @@ def test_failing_final_evaluation_leaves_the_run_failed_not_running(tmp_path, mo
     def explode(*a, **k):
         raise RuntimeError("evaluation exploded")
 
-    monkeypatch.setattr(R, "_final_evaluation", explode)
+    from jaxvae.experiment import evaluations
+
+    monkeypatch.setattr(evaluations.Bounds, "run", explode)
     with pytest.raises(RuntimeError, match="evaluation exploded"):
         R.train_and_evaluate(c, tmp_path / "run", log=quiet)
     status = json.loads((tmp_path / "run" / "status.json").read_text())
@@ -325,14 +328,16 @@ def test_group_whose_joint_test_evaluation_fails_evaluates_member_by_member(tmp_
     c = tiny_config()
     c.train.num_epochs = 1
     configs = V.member_configs(c, [{"seed": 0}, {"seed": 1}])
-    real = V._evaluate_together
+    from jaxvae.experiment.programs import GroupProgram
 
-    def joint(model, stacked, members, spec, mesh, log, what):
+    real = GroupProgram.evaluate_together
+
+    def joint(self, members, spec, log, what):
         if what == "test":
             raise MemoryError("too many members at once")
-        return real(model, stacked, members, spec, mesh, log, what)
+        return real(self, members, spec, log, what)
 
-    monkeypatch.setattr(V, "_evaluate_together", joint)
+    monkeypatch.setattr(GroupProgram, "evaluate_together", joint)
     lines = []
     dirs = [tmp_path / "g0", tmp_path / "g1"]
     results = V.train_group(configs, dirs, log=lines.append, vectorized_eval=True)
@@ -355,6 +360,11 @@ def test_stored_numbers_are_reproduced_bit_for_bit(runs):
         pytest.skip(f"wrote {S.STORED}")
     want = json.loads(S.STORED.read_text())
     exact = want["cpu"] == S.cpu_signature()
+    # evaluate() now runs every registered evaluation: the stored (bounds) numbers, and the rest equal to
+    # results.json's "test" entry
+    extra = {k: v for k, v in got["evaluate"].items() if k not in want["evaluate"]}
+    assert extra and all(v == got["solo"]["results"][f"test.{k}"] for k, v in extra.items()), extra
+    got["evaluate"] = {k: v for k, v in got["evaluate"].items() if k in want["evaluate"]}
     diffs = S.compare(got, want, exact=exact)
     assert not diffs, f"{len(diffs)} differences ({'exact' if exact else 'rtol 1e-5'}): " + "; ".join(diffs[:8])
     assert want["group"][2]["status"] == "failed" and "results" in want["group"][0]

@@ -30,7 +30,7 @@ _IDX_FILES = {
 }
 
 
-class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared logic: locate manual files or download them, parse, write examples."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -153,7 +153,7 @@ def _as_images(x: np.ndarray, what: str, binary: bool = False) -> np.ndarray:
     return x.astype(np.uint8).reshape(-1, 784)
 
 
-class BinarizedMnist(_Builder):
+class BinarizedMnist(Builder):
     """Statically binarized MNIST (Larochelle & Murray, 2011): 50000/10000/10000, pixels in {0, 1}."""
 
     name = "jaxvae_binarized_mnist"
@@ -194,7 +194,7 @@ class BinarizedMnist(_Builder):
                 for split, key in (("train", "train"), ("validation", "valid"), ("test", "test"))}
 
 
-class Mnist(_Builder):
+class Mnist(Builder):
     """MNIST, grayscale 28x28 uint8 with labels: 60000 train / 10000 test."""
 
     name = "jaxvae_mnist"
@@ -266,12 +266,12 @@ class FashionMnist(Mnist):
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put the four Fashion-MNIST IDX files (or fashion_mnist.npz) here."
 
 
-BUILDERS: dict[str, type[_Builder]] = {
+BUILDERS: dict[str, type[Builder]] = {
     "binarized_mnist": BinarizedMnist, "mnist": Mnist, "fashion_mnist": FashionMnist}
 
 
 def prepare(source: str, data_dir: str | os.PathLike, *, manual_dir: str | os.PathLike | None = None,
-            download: bool = True) -> _Builder:
+            download: bool = True) -> Builder:
     """Builds (once; cached in `data_dir`) and returns the builder for `source`."""
     cls = BUILDERS[source]
     builder = cls(data_dir=os.fspath(data_dir), file_format="array_record", download=download)

@@ -103,7 +103,7 @@ SIZE = 170498071
 SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 
 
-class Cifar10(builders._Builder):
+class Cifar10(builders.Builder):
     """CIFAR-10, 32x32x3 uint8 with labels: 45000 train / 5000 validation / 10000 test."""
 
     name = "jaxvae_cifar10"

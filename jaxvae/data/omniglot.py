@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxvae.data.builders import BUILDERS, _Builder
+from jaxvae.data.builders import BUILDERS, Builder
 from jaxvae.data.formats import DataError
 
 __all__ = ["Omniglot", "read_chardata", "VALIDATION_SIZE", "SHUFFLE_SEED"]
@@ -83,7 +83,7 @@ def read_chardata(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "test": (to_u8(test), y_test)}
 
 
-class Omniglot(_Builder):
+class Omniglot(Builder):
     """28x28 Omniglot (Burda et al. 2015): 23000 / 1345 / 8070 grey-level images with alphabet labels."""
 
     name = "jaxvae_omniglot"

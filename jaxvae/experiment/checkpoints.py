@@ -175,7 +175,7 @@ class Checkpoints:
         failed = []
         for step in steps:
             try:
-                restored = self._restore_step(self.latest, template, step)
+                restored = self.restore_step(self.latest, template, step)
             except _ShapeMismatch:
                 self.close()
                 raise
@@ -203,14 +203,14 @@ class Checkpoints:
         if step is None:
             return None, None
         try:
-            return self._restore_step(self.best, template, step), step
+            return self.restore_step(self.best, template, step), step
         except Exception as e:
             log.warning("best checkpoint step %d in %s does not restore (%s)", step, self.best.directory,
                         _short(e))
             return None, None
 
     @staticmethod
-    def _restore_step(mngr: ocp.CheckpointManager, template: Any, step: int):
+    def restore_step(mngr: ocp.CheckpointManager, template: Any, step: int):
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
         item = Path(str(mngr.directory)) / str(step) / "default"
         if not (item / "_METADATA").is_file():  # checked first: orbax logs its own warnings for these

@@ -22,7 +22,7 @@ from jaxvae.vae.objectives import elbo_terms
 from jaxvae.experiment.parallel import replicated, shard_batch
 
 
-def _binarize_eval(x: np.ndarray, binarize: str, seed: int, dtype=np.float32) -> np.ndarray:
+def binarize_eval(x: np.ndarray, binarize: str, seed: int, dtype=np.float32) -> np.ndarray:
     """Dynamic binarization at test time: one fixed Bernoulli draw of the test set (as in the IWAE code)."""
     if binarize != "dynamic":
         return x
@@ -225,7 +225,7 @@ def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *,
     """
     t0 = time.time()
     model = model.in_float32()  # bfloat16 matmuls bias the bounds (docs/mixed_precision.md)
-    x = _binarize_eval(np.asarray(x, np.float32), binarize, seed)
+    x = binarize_eval(np.asarray(x, np.float32), binarize, seed)
     ks = tuple(sorted(set(int(k) for k in ks)))
     batches, mask = eval_batches(x, _eval_batch_size(len(x), batch_size, mesh))
     acc = _SplitSums()
@@ -286,9 +286,9 @@ def evaluate_members(model: VAE, stacked_params: Params, xs, keys: Sequence[jax.
         shared = all(_same_array(xs[i], xs[lo]) for i in idx) and (
             binarize != "dynamic" or len({int(seeds[i]) for i in idx}) == 1)
         if shared:
-            batches, mask = eval_batches(_binarize_eval(xs[lo], binarize, int(seeds[lo])), bs)
+            batches, mask = eval_batches(binarize_eval(xs[lo], binarize, int(seeds[lo])), bs)
         else:  # (N, members, D): binarized draws stored as bool, cast to float32 on the device
-            per = [_binarize_eval(xs[i], binarize, int(seeds[i]), np.bool_ if binarize == "dynamic" else np.float32)
+            per = [binarize_eval(xs[i], binarize, int(seeds[i]), np.bool_ if binarize == "dynamic" else np.float32)
                    for i in idx]
             batches, mask = eval_batches(np.stack(per, axis=1), bs)
         params = jax.tree_util.tree_map(lambda a: a[lo:hi], stacked_params)
@@ -333,7 +333,7 @@ def evaluate_sandwich(model: VAE, params: Params, x: np.ndarray, key: jax.Array,
     cfg_a, cfg_b, cfg_g = eval_config.ais, eval_config.bdmc, eval_config.gaps
     if not (cfg_a.examples or cfg_b.examples or cfg_g.examples):
         return {}
-    x = _binarize_eval(np.asarray(x, np.float32), binarize, seed)
+    x = binarize_eval(np.asarray(x, np.float32), binarize, seed)
     k_max = max(int(k) for k in eval_config.ks)
     bs, cs = eval_config.batch_size, eval_config.chunk_size
     hmc = dict(leapfrog_steps=cfg_a.leapfrog_steps, schedule_kind=cfg_a.schedule, step_size=cfg_a.step_size,

@@ -1,9 +1,17 @@
 """What the runner and the launcher (``jaxvae.sweeps``) agree on, in the experiment layer so that both
-import it from here: the exit code of a preempted run and the config fields in which the runs of one
+import it from here: the errors that end a run and the exit code of a preempted run and the config fields in which the runs of one
 vectorized group may differ. Imports only the standard library (experiment files import the sweep
 helpers, which import this)."""
 
 from __future__ import annotations
+
+class RunError(RuntimeError):
+    """A run stopped for a reason the user can act on; the message says what happened and what to do."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGINT arrived; a checkpoint was saved and the run can be resumed (exit code 3)."""
+
 
 EXIT_PREEMPTED = 3  # the runner's exit code after SIGTERM + checkpoint (relaunching resumes)
 

@@ -50,14 +50,14 @@ class Run:
     def dataset(self):
         """The run's dataset (loaded once, as the run loaded it: same splits, same static binarization)."""
         if self._dataset is None:
-            from jaxvae.experiment.runner import load_data
+            from jaxvae.experiment.building import load_data
 
             self._dataset = load_data(self.config)
         return self._dataset
 
     def test_data(self) -> np.ndarray:
         """The test examples the run's final evaluation used (eval.max_examples subset included)."""
-        from jaxvae.experiment.runner import final_eval_spec
+        from jaxvae.experiment.evaluations import final_eval_spec
 
         x, _, _, _ = final_eval_spec(self.config, self.dataset)
         return x
@@ -110,16 +110,24 @@ class Run:
                              int(k), int(chunk))) for i in range(0, len(x), bs)]
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
-    def evaluate(self) -> dict:
-        """The run's final test evaluation, recomputed with the same examples, key and settings: with the
-        checkpoint of the last step it equals results.json's "test" numbers (float tolerance)."""
-        from jaxvae.experiment.eval_driver import evaluate_split
-        from jaxvae.experiment.runner import final_eval_spec
+    def evaluate(self, names=None) -> dict:
+        """The run's final test evaluation, recomputed by the same registered evaluations
+        (``jaxvae.experiment.evaluations``) with the same examples, keys and settings: with the checkpoint of
+        the last step it equals results.json's "test" entry. Evaluations that write files (pictures) are left
+        out; ``names``: only these registered evaluations. Entries that results.json keeps elsewhere (e.g.
+        "train_set") are added under their names."""
+        from jaxvae.experiment import evaluations as ev
 
-        x, _, key, kw = final_eval_spec(self.config, self.dataset)
-        out = evaluate_split(self.model, self.params, x, key, **kw)
-        out.pop("seconds", None)
-        return out
+        chosen = ev.evaluations_for(self.config, self.model, files=False)
+        if names is not None:
+            unknown = sorted(set(names) - set(ev.EVALUATIONS))
+            if unknown:
+                raise ValueError(f"unknown evaluations {unknown}; registered: {sorted(ev.EVALUATIONS)}")
+            chosen = [e for e in chosen if e.name in names]
+        test, other = ev.run_evaluations(self.config, self.model, self.params, self.dataset, None,
+                                         evaluations=chosen)
+        test.pop("seconds", None)
+        return {**test, **other}
 
     def results(self) -> dict | None:
         """results.json of the run (None while it is unfinished)."""
@@ -194,7 +202,7 @@ def load_run(workdir: str | Path, checkpoint: str = "best", *, experiment: str |
     """
     from jaxvae.experiment import train as train_lib
     from jaxvae.experiment.checkpoints import Checkpoints
-    from jaxvae.experiment.runner import build_model, load_data
+    from jaxvae.experiment.building import build_model, load_data
     from jaxvae.experiment.validation import import_modules
 
     workdir = Path(workdir)
@@ -224,7 +232,7 @@ def load_run(workdir: str | Path, checkpoint: str = "best", *, experiment: str |
             step = ckpts.latest.latest_step()
             if step is None:
                 raise RunNotFound(f"{workdir} has no checkpoint yet (checkpoints/latest is empty)")
-            restored = Checkpoints._restore_step(ckpts.latest, template, step)
+            restored = Checkpoints.restore_step(ckpts.latest, template, step)
     finally:
         ckpts.close()
     params = jax.tree_util.tree_map(jnp.asarray, restored["params"])

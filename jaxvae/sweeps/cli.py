@@ -43,8 +43,8 @@ from collections.abc import Sequence
 
 from jaxvae.experiment.protocol import EXIT_PREEMPTED, VECTORIZED_FIELDS
 from jaxvae.sweeps.declare import (DEFAULT_RUNNER, DEFAULT_VECTORIZE, RUNNER_ENV, VECTORIZED_RUNNER, VECTORIZED_RUNNER_ENV)
-from jaxvae.sweeps.plan import (_is_url, Job, Run, _call, _read_json, describe_plan, experiment_stem, flag_value, group_runs, is_finished, load_module, make_runs, plan_jobs, run_state, split_config_arg, vectorized_argv)
-from jaxvae.sweeps.local import (_Launcher, _now, _write_json, per_run_outcomes, print_summary, visible_gpus)
+from jaxvae.sweeps.plan import (is_url, Job, Run, call_sweep_function, read_json, describe_plan, experiment_stem, flag_value, group_runs, is_finished, load_module, make_runs, plan_jobs, run_state, split_config_arg, vectorized_argv)
+from jaxvae.sweeps.local import (Launcher, now_iso, write_json, per_run_outcomes, print_summary, visible_gpus)
 from jaxvae.sweeps.cluster import (slurm_script, tpu_command)
 
 # ----------------------------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tpu_hosts:
         # The runs write their workdirs on the TPU hosts (or a bucket); the local logs of the ssh
         # sessions go to runs/<stem>/tpu_logs/<name>/ (under --root when it is a local path).
-        log_root = os.path.join("runs" if _is_url(sweep_dir) else args.root, experiment_stem(args.experiment),
+        log_root = os.path.join("runs" if is_url(sweep_dir) else args.root, experiment_stem(args.experiment),
                                 "tpu_logs")
         jobs = [Job(j.runs, tpu_command(j, args), os.path.join(log_root, j.label)) for j in jobs]
         if args.parallel and args.parallel > 1:
@@ -255,12 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"running {len(jobs)} run(s), {parallel} at a time"
               + (f" on GPUs {','.join(gpus)}" if gpus else " (CPU processes)"), flush=True)
     _write_manifest(sweep_dir, args, runs, jobs)
-    outcomes = _Launcher(jobs, parallel, gpus, skip_finished=not (args.rerun or args.tpu_hosts),
+    outcomes = Launcher(jobs, parallel, gpus, skip_finished=not (args.rerun or args.tpu_hosts),
                          pin_cpus=not args.no_pin).run()
     outcomes = per_run_outcomes(outcomes)
     print_summary(outcomes)
 
-    if not args.no_report and not args.tpu_hosts and not _is_url(sweep_dir) and os.path.isdir(sweep_dir):
+    if not args.no_report and not args.tpu_hosts and not is_url(sweep_dir) and os.path.isdir(sweep_dir):
         try:
             from jaxvae.sweeps import report  # noqa: PLC0415 - keep this module import-light
             text = report.write_report(sweep_dir, verbose=False)
@@ -338,7 +338,7 @@ def _config_defaults(experiment: str) -> dict | None:
     path, arg = split_config_arg(experiment)
     try:
         module = load_module(path)
-        config = _call(module.get_config, arg)
+        config = call_sweep_function(module.get_config, arg)
     except Exception:  # noqa: BLE001 - grouping then treats fields set by only some runs as different
         return None
 
@@ -359,11 +359,11 @@ def _config_defaults(experiment: str) -> dict | None:
 
 def _write_manifest(sweep_dir: str, args, runs: Sequence[Run], jobs: Sequence[Job]) -> None:
     """ROOT/<stem>/sweep.json: the planned runs, so the report can list runs that never started."""
-    if _is_url(sweep_dir):
+    if is_url(sweep_dir):
         return
     os.makedirs(sweep_dir, exist_ok=True)
     path = os.path.join(sweep_dir, "sweep.json")
-    old = _read_json(path) or {}
+    old = read_json(path) or {}
     known = {r["name"]: r for r in old.get("runs", []) if isinstance(r, dict) and "name" in r}
     job_of = {r.name: j for j in jobs for r in j.runs}
     for r in runs:
@@ -373,7 +373,7 @@ def _write_manifest(sweep_dir: str, args, runs: Sequence[Run], jobs: Sequence[Jo
         known[r.name] = {"name": r.name, "index": r.index,
                          "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.overrides.items()},
                          "command": shlex.join(j.argv)}
-    _write_json(path, {"experiment": args.experiment, "updated": _now(), "runs": list(known.values())})
+    write_json(path, {"experiment": args.experiment, "updated": now_iso(), "runs": list(known.values())})
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jaxvae.experiment.protocol import EXIT_PREEMPTED
-from jaxvae.sweeps.plan import (_is_url, Job, _read_json, is_finished, run_state)
+from jaxvae.sweeps.plan import (is_url, Job, read_json, is_finished, run_state)
 
 # ----------------------------------------------------------------------------------------------------
 # Devices
@@ -62,18 +62,18 @@ class Outcome:
     note: str = ""  # held: who holds it
 
 
-def _now() -> str:
+def now_iso() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _write_json(path: str, data: dict) -> None:
+def write_json(path: str, data: dict) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, default=str)
     os.replace(tmp, path)
 
 
-class _Launcher:
+class Launcher:
     def __init__(self, jobs: list[Job], parallel: int, gpus: list[str], skip_finished: bool = True,
                  pin_cpus: bool = True):
         self.jobs = jobs
@@ -119,7 +119,7 @@ class _Launcher:
         taken = []
         try:
             for r in job.runs:
-                if not _is_url(r.workdir):
+                if not is_url(r.workdir):
                     taken.append(locks.acquire(r.workdir, wait_s=0))
         except locks.WorkdirBusy:
             for lock in taken:
@@ -147,7 +147,7 @@ class _Launcher:
             lock.release()  # run takes it itself (a short window in which another launcher could)
         held = [lock for lock in held or [] if not lock.fallback]
         for r in job.runs:
-            if not _is_url(r.workdir):
+            if not is_url(r.workdir):
                 os.makedirs(r.workdir, exist_ok=True)
         os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
         env = dict(os.environ)
@@ -165,7 +165,7 @@ class _Launcher:
             cores = self.cpu_slots[slot]
         cmd = shlex.join(job.argv)
         log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the process ends
-        log.write(f"\n=== {_now()} launch on {socket.gethostname()}"
+        log.write(f"\n=== {now_iso()} launch on {socket.gethostname()}"
                   f"{'' if dev is None else ' CUDA_VISIBLE_DEVICES=' + dev}"
                   f"{'' if cores is None else ' cpus=' + ','.join(map(str, cores))}: {cmd}\n".encode())
         log.flush()
@@ -175,8 +175,8 @@ class _Launcher:
         for lock in held:  # the child holds them now (the same open file descriptions)
             lock.release()
         start = time.time()
-        _write_json(job.launch_path,
-                    {"command": cmd, "argv": job.argv, "start": _now(), "end": None, "exit_code": None,
+        write_json(job.launch_path,
+                    {"command": cmd, "argv": job.argv, "start": now_iso(), "end": None, "exit_code": None,
                      "host": socket.gethostname(), "pid": proc.pid, "device": dev})
         self.running[i] = (proc, job, start, dev, log)
         where = "" if dev is None else f" [GPU {dev}]"
@@ -187,9 +187,9 @@ class _Launcher:
         self.slot_of.pop(i, None)
         log.close()
         secs = time.time() - start
-        info = _read_json(job.launch_path) or {}
-        info.update(end=_now(), exit_code=rc, seconds=round(secs, 1))
-        _write_json(job.launch_path, info)
+        info = read_json(job.launch_path) or {}
+        info.update(end=now_iso(), exit_code=rc, seconds=round(secs, 1))
+        write_json(job.launch_path, info)
         if rc is not None and rc < 0:
             _mark_killed(job, -rc)
         if rc == 0 or (rc is not None and rc < 0 and all(is_finished(r.workdir) for r in job.runs)):
@@ -246,16 +246,16 @@ def _mark_killed(job: Job, signum: int) -> None:
 
     for r in job.runs:
         path = os.path.join(r.workdir, "status.json")
-        if _is_url(r.workdir) or (_read_json(path) or {}).get("status") != "running":
+        if is_url(r.workdir) or (read_json(path) or {}).get("status") != "running":
             continue
         try:
             lock = locks.acquire(r.workdir, wait_s=0)
         except (locks.WorkdirBusy, OSError):
             continue
         try:
-            st = _read_json(path) or {}
+            st = read_json(path) or {}
             if st.get("status") == "running":
-                _write_json(path, {"status": "preempted", "step": st.get("step", 0),
+                write_json(path, {"status": "preempted", "step": st.get("step", 0),
                                    "message": f"killed by signal {signum} (the run could not save); run again "
                                               "to resume from its last checkpoint"})
         finally:

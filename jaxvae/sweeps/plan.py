@@ -244,7 +244,7 @@ def load_module(path: str):
     return module
 
 
-def _call(fn, arg):
+def call_sweep_function(fn, arg):
     try:
         nparams = len(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
@@ -257,7 +257,7 @@ def load_sweep(experiment: str) -> tuple[Sweep, Any]:
     path, arg = split_config_arg(experiment)
     module = load_module(path)
     get_sweep = getattr(module, "get_sweep", None)
-    points = normalize_sweep(_call(get_sweep, arg) if get_sweep is not None else None)
+    points = normalize_sweep(call_sweep_function(get_sweep, arg) if get_sweep is not None else None)
     return points, module
 
 
@@ -267,7 +267,7 @@ def check_overrides(module, arg, keys: Iterable[str]) -> list[str]:
     if get_config is None:
         return []
     try:
-        config = _call(get_config, arg)
+        config = call_sweep_function(get_config, arg)
     except Exception:  # noqa: BLE001 - the runner will report it
         return []
     bad = []
@@ -305,7 +305,7 @@ def make_runs(experiment: str, root: str = "runs") -> tuple[list[Run], str]:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _read_json(path: str) -> dict | None:
+def read_json(path: str) -> dict | None:
     try:
         with open(path) as f:
             data = json.load(f)
@@ -316,8 +316,8 @@ def _read_json(path: str) -> dict | None:
 
 def run_state(workdir: str) -> str:
     """finished | running | preempted | failed | new (nothing there yet) | unknown."""
-    results = _read_json(os.path.join(workdir, "results.json"))
-    status = _read_json(os.path.join(workdir, "status.json"))
+    results = read_json(os.path.join(workdir, "results.json"))
+    status = read_json(os.path.join(workdir, "status.json"))
     if results is not None:
         s = (status or {}).get("status") or results.get("status") or "finished"
         return str(s)
@@ -330,13 +330,13 @@ def run_state(workdir: str) -> str:
 
 def is_finished(workdir: str) -> bool:
     """results.json present and the run's status is "finished" (status.json, else results.json)."""
-    results = _read_json(os.path.join(workdir, "results.json"))
+    results = read_json(os.path.join(workdir, "results.json"))
     if results is None:
         return False
-    status = _read_json(os.path.join(workdir, "status.json"))
+    status = read_json(os.path.join(workdir, "status.json"))
     s = (status or {}).get("status") if status else results.get("status", "finished")
     return s == "finished"
 
 
-def _is_url(path: str) -> bool:
+def is_url(path: str) -> bool:
     return "://" in path
