@@ -14,7 +14,10 @@ solo and group-of-one interleaved, ``--reps`` repetitions each, median and best 
 End to end: the wall time of a whole in-process run (data, compile, train, validate, test, results.json)
 of ``runner.train_and_evaluate`` and of ``train_group([config])``, interleaved, ``--e2e-reps`` each, on
 a fresh workdir (compilations are cached within the process after the first repetition, so the first
-repetition of each is reported apart).
+repetition of each is reported apart). Since the single host loop (issue 27), ``train_group`` with one
+member runs the solo device program (this benchmark's steady-state figures are why), so the end-to-end
+comparison now checks that the group door adds nothing; the end-to-end figures in benchmarks/README.md were
+measured before, when a group of one still ran the vmapped program.
 """
 
 from __future__ import annotations

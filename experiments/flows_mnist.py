@@ -17,13 +17,14 @@ def get_config():
     c.model.flow = "sylvester"
     c.model.flow_length = 4
     c.model.amortized_flow = True
-    c.model.flow_head_scale = 0.1  # the flow head learns 10x slower than the rest: with 1.0 planar and
-    # Sylvester flows lose to the Gaussian posterior (benchmarks/README.md, "Flows"); runs before used 1.0
-    c.model.flow_hidden = (320,)  # IAF: MADE hidden widths (one layer of 320)
-    c.model.flow_context = 16  # IAF: per-example context from the encoder
-    c.model.sylvester_variant = "orthogonal"
-    c.model.sylvester_columns = 0  # full Q (D = 40 columns)
-    c.model.sylvester_reflections = 4
+    # the options of every flow of the sweep (each flow reads its own: jaxvae.vae.flows)
+    c.model.flow_options.head_scale = 0.1  # the flow head learns 10x slower than the rest: with 1.0 planar
+    # and Sylvester flows lose to the Gaussian posterior (benchmarks/README.md, "Flows"); runs before used 1.0
+    c.model.flow_options.hidden = (320,)  # IAF: MADE hidden widths (one layer of 320)
+    c.model.flow_options.context = 16  # IAF: per-example context from the encoder
+    c.model.flow_options.variant = "orthogonal"  # Sylvester
+    c.model.flow_options.columns = 0  # full Q (D = 40 columns)
+    c.model.flow_options.reflections = 4
     c.objective.analytic_kl = True  # used only by the Gaussian baseline
     c.objective.kl_warmup_steps = 0
     return c
@@ -36,5 +37,5 @@ def get_sweep():
         {"model.flow": ["none"], "model.flow_length": [0]},
         product({"model.flow": ["planar", "iaf"]}, lengths),
         product({"model.flow": ["sylvester"],
-                 "model.sylvester_variant": ["orthogonal", "householder", "triangular"]}, lengths),
+                 "model.flow_options.variant": ["orthogonal", "householder", "triangular"]}, lengths),
     )

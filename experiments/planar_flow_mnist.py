@@ -16,8 +16,8 @@ def get_config():
     c.model.flow = "planar"
     c.model.flow_length = 10
     c.model.amortized_flow = True
-    c.model.flow_head_scale = 0.1  # the flow head learns 10x slower than the rest: with 1.0 planar flows lose
-    # to the Gaussian posterior (benchmarks/README.md, "Flows"); runs before this line used 1.0
+    c.model.flow_options.head_scale = 0.1  # the flow head learns 10x slower than the rest: with 1.0 planar
+    # flows lose to the Gaussian posterior (benchmarks/README.md, "Flows"); runs before this line used 1.0
     c.objective.kl_warmup_steps = 10000  # Rezende & Mohamed anneal the KL term early in training
     return c
 

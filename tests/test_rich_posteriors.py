@@ -19,11 +19,11 @@ from jaxvae.vae.model import VAE
 fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 NEW_FLOWS = {  # name -> VAE keyword options
-    "iaf": dict(flow="iaf", flow_hidden=(7,), flow_context=2),
-    "sylvester_o": dict(flow="sylvester", sylvester_variant="orthogonal"),
-    "sylvester_o_m2": dict(flow="sylvester", sylvester_variant="orthogonal", sylvester_columns=2),
-    "sylvester_h": dict(flow="sylvester", sylvester_variant="householder", sylvester_reflections=3),
-    "sylvester_t": dict(flow="sylvester", sylvester_variant="triangular"),
+    "iaf": dict(flow="iaf", flow_options=dict(hidden=(7,), context=2)),
+    "sylvester_o": dict(flow="sylvester", flow_options=dict(variant="orthogonal")),
+    "sylvester_o_m2": dict(flow="sylvester", flow_options=dict(variant="orthogonal", columns=2)),
+    "sylvester_h": dict(flow="sylvester", flow_options=dict(variant="householder", reflections=3)),
+    "sylvester_t": dict(flow="sylvester", flow_options=dict(variant="triangular")),
 }
 
 
@@ -98,7 +98,7 @@ def test_orthogonal_and_householder_q():
 
 
 def test_vampprior_log_prob_matches_float64_and_reduces_to_standard_normal():
-    model = VAE(x_dim=6, latent_dim=2, encoder_hidden=(5,), prior="vampprior", prior_components=4)
+    model = VAE(x_dim=6, latent_dim=2, encoder_hidden=(5,), prior="vampprior", prior_options={"components": 4})
     params = model.init(jax.random.key(0))
     z = np.asarray(jax.random.normal(jax.random.key(1), (7, 2)) * 2.0)
     post = model.encode(params, params["prior"]["pseudo_inputs"])
@@ -107,7 +107,7 @@ def test_vampprior_log_prob_matches_float64_and_reduces_to_standard_normal():
     direct = np.log(np.mean(np.exp(comp), axis=1))
     np.testing.assert_allclose(model.log_prior(params, jnp.asarray(z)), direct, rtol=1e-5, atol=1e-5)
     # one pseudo-input whose encoder output is (mu, logvar) = (0, 0): p(z) = N(0, I)
-    one = VAE(x_dim=6, latent_dim=2, encoder_hidden=(), prior="vampprior", prior_components=1)
+    one = VAE(x_dim=6, latent_dim=2, encoder_hidden=(), prior="vampprior", prior_options={"components": 1})
     p1 = jax.tree.map(jnp.zeros_like, one.init(jax.random.key(0)))
     expected = -0.5 * np.sum(np.log(2 * np.pi) + z**2, -1)
     np.testing.assert_allclose(one.log_prior(p1, jnp.asarray(z)), expected, rtol=1e-6)
@@ -140,7 +140,7 @@ def test_elbo_le_iwae_le_exact_log_px(linear_gaussian, case):
     D, d = lg.W.shape
     opts = dict(NEW_FLOWS.get(case, {}))
     if case in ("vampprior", "mog"):
-        opts = dict(prior=case, prior_components=3)
+        opts = dict(prior=case, prior_options={"components": 3})
     model = VAE(D, d, encoder_hidden=(), decoder_hidden=(), likelihood="gaussian", obs_variance=lg.s2,
                 decoder_output_act="identity", flow_length=2 if "flow" in opts else 0, **opts)
     params = model.init(jax.random.key(0))
@@ -186,7 +186,8 @@ def test_stl_dreg_keep_vampprior_gradient_through_encoder(linear_gaussian, objec
     lg = linear_gaussian
     D, d = lg.W.shape
     model = VAE(D, d, encoder_hidden=(), decoder_hidden=(), likelihood="gaussian", obs_variance=lg.s2,
-                decoder_output_act="identity", prior="vampprior", prior_components=2)
+                decoder_output_act="identity", prior="vampprior",
+                prior_options={"components": 2})
     params = model.init(jax.random.key(0))
     base = lg.params(mu_shift=0.3, logvar_shift=0.5)
     params.update(encoder=base["encoder"], decoder=base["decoder"])
@@ -216,10 +217,11 @@ def test_stl_dreg_keep_vampprior_gradient_through_encoder(linear_gaussian, objec
     assert np.max(np.abs(g_prior) / (4 * se + 1e-4)) > 10
 
 
-@pytest.mark.parametrize("opts", [dict(flow="iaf", flow_length=2, flow_hidden=(6,), flow_context=2),
-                                  dict(flow="sylvester", flow_length=2, sylvester_variant="householder",
-                                       sylvester_reflections=2),
-                                  dict(prior="vampprior", prior_components=3), dict(prior="mog", prior_components=3)],
+@pytest.mark.parametrize("opts", [dict(flow="iaf", flow_length=2, flow_options=dict(hidden=(6,), context=2)),
+                                  dict(flow="sylvester", flow_length=2,
+                                       flow_options=dict(variant="householder", reflections=2)),
+                                  dict(prior="vampprior", prior_options=dict(components=3)),
+                                  dict(prior="mog", prior_options=dict(components=3))],
                          ids=["iaf", "sylvester_h", "vampprior", "mog"])
 def test_new_parts_train_under_jit_vmap_and_resume(opts):
     """A tiny model per new part (one compiled 3-step program each): 3 + 3 jitted steps lower the ELBO;
@@ -261,29 +263,33 @@ def test_config_options_validated_and_reach_the_model():
     from jaxvae.experiment.building import build_model
     from jaxvae.experiment.validation import ConfigError, validate_config
 
-    for field, value, words in (("sylvester_variant", "qr", "model.sylvester_variant"),
-                                ("sylvester_columns", 99, "model.sylvester_columns=99"),
-                                ("flow_hidden", (), "model.flow_hidden"),
-                                ("prior_components", 0, "model.prior_components=0"),
-                                ("prior_init", "zeros", "model.prior_init")):
+    for block, field, value, words in (("flow_options", "variant", "qr", "model.flow_options.variant"),
+                                       ("flow_options", "columns", 99, "model.flow_options.columns=99"),
+                                       ("flow_options", "hidden", (), "model.flow_options.hidden"),
+                                       ("flow_options", "iterations", 0, "model.flow_options.iterations=0"),
+                                       ("prior_options", "components", 0, "model.prior_options.components=0"),
+                                       ("prior_options", "init_from", "zeros", "model.prior_options.init_from")):
         c = base_config()
-        c.model[field] = value
-        with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        c.model[block][field] = value
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(")) as e:
             validate_config(c)
+        assert "\n" not in str(e.value)
     c = base_config()
-    c.model.update(flow="sylvester", flow_length=2, sylvester_variant="householder", sylvester_reflections=3,
-                   prior="vampprior", prior_components=7, prior_init="random")
+    c.model.update(flow="sylvester", flow_length=2, prior="vampprior")
+    c.model.flow_options.update(variant="householder", reflections=3)
+    c.model.prior_options.update(components=7, init_from="random")
     validate_config(c)
     m = build_model(c, 12)
     assert m.flow_part.variant == "householder" and m.flow_part.reflections == 3
     assert m.prior_part.components == 7 and not m.prior_part.from_data
-    c.model.update(flow="iaf", flow_hidden=(5, 6), flow_context=4)
+    c.model.flow = "iaf"
+    c.model.flow_options.update(hidden=(5, 6), context=4)
     f = build_model(c, 12).flow_part
     assert f.hidden == (5, 6) and f.context == 4
 
 
 def test_flow_head_scale_keeps_init_and_scales_adams_step():
-    """model.flow_head_scale c: the amortized flow head's outputs at init do not change (kernel std
+    """model.flow_options.head_scale c: the amortized flow head's outputs at init do not change (kernel std
     init_scale / c, outputs times c), and one Adam step moves them c times as far (a learning-rate
     multiplier for the head); c = 0 is rejected; the config field reaches the encoder."""
     import optax
@@ -296,7 +302,7 @@ def test_flow_head_scale_keeps_init_and_scales_adams_step():
     moved = {}
     for c in (1.0, 0.1):
         m = VAE(x_dim=6, latent_dim=2, encoder_hidden=(5,), decoder_hidden=(5,), flow="planar", flow_length=2,
-                flow_init_scale=0.05, flow_head_scale=c)
+                flow_options=dict(init_scale=0.05, head_scale=c))
         params = m.init(jax.random.key(0))
         before = m.encode(params, x).flow_params["u"]
         grad = jax.grad(lambda p: jnp.sum(m.encode(p, x).flow_params["u"]))(params)
@@ -312,8 +318,9 @@ def test_flow_head_scale_keeps_init_and_scales_adams_step():
         moved[c] = float(jnp.mean(jnp.abs(after - before)))
     np.testing.assert_allclose(moved[0.1] / moved[1.0], 0.1, rtol=1e-3)
     cfg = base_config()
-    cfg.model.flow_head_scale = 0.0
-    with pytest.raises(ConfigError, match="model.flow_head_scale"):
+    cfg.model.flow_options.head_scale = 0.0
+    with pytest.raises(ConfigError, match="model.flow_options.head_scale"):
         validate_config(cfg)
-    cfg.model.update(flow_head_scale=0.25, flow="planar", flow_length=2)
+    cfg.model.flow_options.head_scale = 0.25
+    cfg.model.update(flow="planar", flow_length=2)
     assert build_model(cfg, 12).encoder.flow_head_scale == 0.25

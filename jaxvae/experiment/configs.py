@@ -45,19 +45,26 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.amortized_flow = True  # flow parameters output by the encoder (Rezende & Mohamed 2015)
     c.model.compute_dtype = "float32"  # float32 | bfloat16: the networks' matmuls in training (parameters,
     # optimizer, log-weights, log-mean-exp and KL stay float32; evaluation always runs in float32)
-    c.model.flow_init_scale = 1e-3  # std of the amortized flow head's kernel at init (bias 0): planar and
-    # Sylvester layers start near the identity (0.01 and 0.05 did not train better: benchmarks/README.md, flows)
-    c.model.flow_head_scale = 1.0  # amortized flow head's outputs = this constant x a Dense layer's (kernel
-    # init std flow_init_scale / this, so the initial outputs do not change); under Adam, whose steps do not
-    # depend on the gradient's scale, the head's parameters then move the flow's parameters this many times
-    # as fast: a learning-rate multiplier for the flow head (1.0 = the layer as before)
-    c.model.flow_hidden = (64,)  # iaf: hidden widths of each layer's MADE network (global weights)
-    c.model.flow_context = 0  # iaf: size of the per-example context the encoder feeds each MADE (0 = none)
-    c.model.sylvester_variant = "orthogonal"  # sylvester: orthogonal | householder | triangular (Q's form)
-    c.model.sylvester_columns = 0  # sylvester orthogonal: columns M of Q (1..latent_dim; 0 = latent_dim)
-    c.model.sylvester_reflections = 4  # sylvester householder: Householder reflections per layer
-    c.model.prior_components = 500  # vampprior: pseudo-inputs K; mog: mixture components
-    c.model.prior_init = "data"  # vampprior pseudo-inputs: data (K training examples) | random (N(0.5, 0.01^2))
+    # The parts' options: each flow / prior declares its own as the fields of its dataclass, with their
+    # defaults (jaxvae.vae.flows, jaxvae.vae.priors; docs/extending.md); a part reads the ones it declares
+    # (a config sweeping over flows carries the options of each). These are the built-in parts' (the same
+    # defaults: tested); a custom part's option needs no line here (set it in the experiment file).
+    c.model.flow_options = ml_collections.ConfigDict()
+    c.model.flow_options.init_scale = 1e-3  # every amortized flow: std of the encoder's flow head's kernel at
+    # init (bias 0): layers start near the identity (0.01 and 0.05 did not train better: benchmarks/README.md)
+    c.model.flow_options.head_scale = 1.0  # every amortized flow: the flow head's outputs = this constant x a
+    # Dense layer's (kernel init std init_scale / this, so the initial outputs do not change); under Adam a
+    # learning-rate multiplier for the flow head (1.0 = the layer as before; 0.1 for planar / Sylvester)
+    c.model.flow_options.hidden = (64,)  # iaf: hidden widths of each layer's MADE network (global weights)
+    c.model.flow_options.context = 0  # iaf: size of the per-example context the encoder feeds each MADE (0 = none)
+    c.model.flow_options.variant = "orthogonal"  # sylvester: orthogonal | householder | triangular (Q's form)
+    c.model.flow_options.columns = 0  # sylvester orthogonal: columns M of Q (1..latent_dim; 0 = latent_dim)
+    c.model.flow_options.reflections = 4  # sylvester householder: Householder reflections per layer
+    c.model.flow_options.iterations = 30  # sylvester orthogonal: Bjorck iterations orthogonalizing Q
+    c.model.prior_options = ml_collections.ConfigDict()
+    c.model.prior_options.components = 500  # vampprior: pseudo-inputs K; mog: mixture components
+    c.model.prior_options.init_from = "data"  # vampprior pseudo-inputs: data (K training examples) | random
+    # (N(0.5, 0.01^2))
     c.model.init_output_bias = True  # decoder output bias = data pixel log-odds (Bernoulli) / mean
     c.model.network = "mlp"  # mlp | conv | resnet | gated (jaxvae.vae.conv; conv nets ignore *_hidden)
     c.model.conv_widths = (32, 64)  # channels of the encoder's conv stages (the decoder reverses them)
@@ -211,6 +218,48 @@ def flow_mnist_config() -> ml_collections.ConfigDict:
     c.train.eval_every_epochs = 10
     c.eval.ks = (1, 5, 50, 5000)
     return c
+
+
+# Fields of the flat layout written before the parts' options moved into option blocks -> their new place.
+RENAMED = {
+    "model.flow_init_scale": "model.flow_options.init_scale",
+    "model.flow_head_scale": "model.flow_options.head_scale",
+    "model.flow_hidden": "model.flow_options.hidden",
+    "model.flow_context": "model.flow_options.context",
+    "model.sylvester_variant": "model.flow_options.variant",
+    "model.sylvester_columns": "model.flow_options.columns",
+    "model.sylvester_reflections": "model.flow_options.reflections",
+    "model.prior_components": "model.prior_options.components",
+    "model.prior_init": "model.prior_options.init_from",
+}
+
+
+def upgrade_config_dict(d: dict) -> dict:
+    """A config dict (``config.to_dict()``, config.json's fingerprint or results.json's config) in today's
+    layout: the flat fields of older workdirs (``RENAMED``: model.flow_hidden, model.prior_components, ...)
+    moved into model.flow_options / model.prior_options. A dict already in today's layout comes back
+    equal. ``d`` is not changed."""
+    import copy
+
+    out = copy.deepcopy(d)
+    model = out.get("model") if isinstance(out, dict) else None
+    if not isinstance(model, dict):
+        return out
+    for old, new in RENAMED.items():
+        leaf = old.split(".", 1)[1]
+        if leaf in model:
+            block, _, name = new.split(".", 1)[1].partition(".")
+            if not isinstance(model.get(block), dict):
+                model[block] = {}
+            model[block][name] = model.pop(leaf)  # the old field is the run's value (a block beside it
+            # can only hold defaults merged in)
+    return out
+
+
+def renamed_message(field: str) -> str | None:
+    """One line for a field of the old flat layout (``RENAMED``), naming its new place; None otherwise."""
+    new = RENAMED.get(field)
+    return f"config field {field!r} is now {new!r}" if new else None
 
 
 def flatten(c, prefix="") -> dict:

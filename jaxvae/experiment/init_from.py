@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from jaxvae.experiment import train as train_lib
+from jaxvae.experiment.configs import upgrade_config_dict
 
 
 class InitFromError(ValueError):
@@ -54,7 +55,7 @@ def _restore_params(source: Path, which: str):
 def _config_differences(source: Path, config) -> str:
     """The model.* fields in which the source run's config.json and this config differ, as text."""
     try:
-        saved = json.loads((source / "config.json").read_text()).get("model", {})
+        saved = upgrade_config_dict(json.loads((source / "config.json").read_text())).get("model", {})
     except (OSError, ValueError):
         return f"{source / 'config.json'} is unreadable, so the configs cannot be compared"
     here = json.loads(json.dumps(config.model.to_dict()))

@@ -216,10 +216,14 @@ def _train_members(configs, workdirs, allow_config_change, log, stop_hook, vecto
     steps_per_epoch = train_lib.steps_per_epoch_for(len(datasets[0].train), batch_size)
     schedule, total_steps = train_lib.learning_rate_schedule(base, steps_per_epoch)
     tx = train_lib.make_optimizer(base, schedule)
-    mesh = parallel.make_mesh(base.parallel.num_devices)  # evaluation (and a solo run): data-parallel
-    train_mesh = (parallel.make_group_mesh(base.parallel.num_devices, n, base.parallel.member_shards)
-                  if grouped else mesh)
+    nd = base.parallel.num_devices
+    train_mesh = (parallel.make_group_mesh(nd, n, base.parallel.member_shards, batch_size=batch_size) if grouped
+                  else parallel.make_mesh(nd, batch_size=batch_size))
     parallel.check_divisible(batch_size, train_mesh, "train.batch_size")
+    mesh = parallel.flat_mesh(train_mesh)  # evaluation: data-parallel over the same devices
+    note = parallel.fitted_note(train_mesh, nd, batch_size)
+    if note:
+        log(note)
     try:
         states = _start(members, model, tx, log)
     except Exception as e:

@@ -47,23 +47,70 @@ def _cpu_collectives() -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
-def make_mesh(num_devices: int = 0) -> Mesh:
-    """A 1-D mesh over the first ``num_devices`` devices (0 = all devices of all processes)."""
+def _visible_devices(num_devices: int = 0) -> list:
+    """The first ``num_devices`` devices of all processes (0 = all)."""
     devices = jax.devices()
     if num_devices:
         if num_devices > len(devices):
             raise ValueError(f"parallel.num_devices={num_devices} but only {len(devices)} devices are "
                              f"visible ({devices[0].platform}); lower it or use 0 for all")
         devices = devices[:num_devices]
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
+    return devices
 
 
-def make_group_mesh(num_devices: int, members: int, member_shards: int = 0) -> Mesh:
-    """A ("member", "data") mesh over the first ``num_devices`` devices for a group of ``members`` runs.
+def _first_per_process(devices: list, count: int) -> list:
+    """``count`` devices taken evenly from every process (its first ones), in the global order: a mesh
+    must hold devices of every process of a multi-process run."""
+    procs = sorted({d.process_index for d in devices})
+    per = count // len(procs)
+    keep = {id(d) for p in procs for d in [d for d in devices if d.process_index == p][:per]}
+    return [d for d in devices if id(d) in keep]
+
+
+def fit_device_count(batch_size: int, total: int, members: int = 1, member_shards: int = 0,
+                     processes: int = 1) -> int:
+    """The most devices, at most ``total`` and a multiple of ``processes``, whose data axis divides
+    ``batch_size`` when ``members`` runs are split into ``member_shards`` device groups (0: gcd(members,
+    devices)); 0 when none does. E.g. batch 50 on 4 devices: 2; the IWAE paper's batch 20 on 8 devices: 5;
+    a group of 4 members with batch 50 on 8 devices: all 8 (4 member groups x 2 data-parallel)."""
+    for d in range(total, 0, -1):
+        if d % processes:
+            continue
+        shards = member_shards or math.gcd(members, d)
+        if d % shards or members % shards:
+            continue
+        if batch_size % (d // shards) == 0:
+            return d
+    return 0
+
+
+def _fitted_devices(num_devices: int, batch_size: int | None, members: int, member_shards: int) -> list:
+    """The devices of a run's mesh: ``parallel.num_devices`` exactly when set (a batch that does not divide
+    is then an error, ``check_divisible``); with 0 (all devices), the most devices that the batch divides
+    over (``fit_device_count``), so that any device count runs every config."""
+    devices = _visible_devices(num_devices)
+    if num_devices or batch_size is None:
+        return devices
+    procs = len({d.process_index for d in devices})
+    count = fit_device_count(batch_size, len(devices), members, member_shards, procs)
+    if count == 0 or count == len(devices):
+        return devices  # none fits: check_divisible says what to change
+    return _first_per_process(devices, count)
+
+
+def make_mesh(num_devices: int = 0, batch_size: int | None = None) -> Mesh:
+    """A 1-D ("data") mesh over the first ``num_devices`` devices (0 = all devices of all processes; with
+    ``batch_size``, as many of them as the batch divides over: ``fit_device_count``)."""
+    return Mesh(np.asarray(_fitted_devices(num_devices, batch_size, 1, 1)), (DATA_AXIS,))
+
+
+def make_group_mesh(num_devices: int, members: int, member_shards: int = 0, batch_size: int | None = None) -> Mesh:
+    """A ("member", "data") mesh over the first ``num_devices`` devices for a group of ``members`` runs
+    (0 and ``batch_size``: as many devices as fit, ``fit_device_count``).
 
     ``member_shards`` device groups along the member axis (0: gcd(members, devices), so small models fill
     the devices with members first: a member's step needs no gradient all-reduce)."""
-    devices = make_mesh(num_devices).devices.reshape(-1)
+    devices = np.asarray(_fitted_devices(num_devices, batch_size, members, member_shards))
     n = len(devices)
     if not member_shards:
         member_shards = math.gcd(members, n)
@@ -71,6 +118,23 @@ def make_group_mesh(num_devices: int, members: int, member_shards: int = 0) -> M
         raise ValueError(f"parallel.member_shards={member_shards} must divide both the {members} members of "
                          f"the group and the {n} devices; use a common divisor (or 0 for automatic)")
     return Mesh(devices.reshape(member_shards, n // member_shards), (MEMBER_AXIS, DATA_AXIS))
+
+
+def flat_mesh(mesh: Mesh) -> Mesh:
+    """A 1-D ("data") mesh over the devices of ``mesh``, in its order (where a group's members are
+    evaluated: the same devices as its training mesh)."""
+    return Mesh(mesh.devices.reshape(-1), (DATA_AXIS,))
+
+
+def fitted_note(mesh: Mesh, num_devices: int, batch_size: int) -> str | None:
+    """The one line a run logs when it uses fewer devices than it sees, e.g. "data-parallel over 2 of 4
+    devices: batch 50 (set parallel.num_devices to choose)"; None when it uses them all."""
+    total = len(jax.devices())
+    if num_devices or mesh.size == total:
+        return None
+    return (f"data-parallel over {data_size(mesh)} of {total} devices"
+            + (f" ({member_shards(mesh)} member groups)" if member_shards(mesh) > 1 else "")
+            + f": batch {batch_size} (the most devices it divides over; set parallel.num_devices to choose)")
 
 
 def member_sharded(mesh: Mesh) -> NamedSharding:

@@ -166,8 +166,9 @@ def _jit(fn, model):
 
 def _read_config(workdir: Path) -> ml_collections.ConfigDict:
     """The run's config: results.json's full config when finished, else config.json (the fields that
-    define the model and training) over the defaults."""
-    from jaxvae.experiment.configs import base_config, flatten
+    define the model and training) over the defaults; the flat fields of older runs in their new place
+    (``configs.upgrade_config_dict``)."""
+    from jaxvae.experiment.configs import base_config, flatten, upgrade_config_dict
     from jaxvae.experiment.validation import override
 
     results = workdir / "results.json"
@@ -179,7 +180,7 @@ def _read_config(workdir: Path) -> ml_collections.ConfigDict:
     if saved is None:
         raise RunNotFound(f"{workdir} is not a jaxvae run (no results.json or config.json); pass the --workdir "
                           "of a run")
-    flat = {k: (tuple(v) if isinstance(v, list) else v) for k, v in flatten(saved).items()}
+    flat = {k: (tuple(v) if isinstance(v, list) else v) for k, v in flatten(upgrade_config_dict(saved)).items()}
     return override(base_config(), flat)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import types
 
 import ml_collections
 
-from jaxvae.experiment.configs import base_config, flatten
+from jaxvae.experiment.configs import base_config, flatten, renamed_message
 from jaxvae.experiment.tracking import WANDB_MODES, config_problems
 
 CHOICES = {
@@ -25,8 +26,8 @@ CHOICES = {
     "eval.bdmc.init": ("prior", "encoder"),
     "tracking.wandb_mode": WANDB_MODES,
     "train.init_checkpoint": ("best", "latest"),
-    "model.sylvester_variant": ("orthogonal", "householder", "triangular"),
-    "model.prior_init": ("data", "random"),
+    "model.flow_options.variant": ("orthogonal", "householder", "triangular"),  # = flows.SYLVESTER_VARIANTS
+    "model.prior_options.init_from": ("data", "random"),
 }
 DATASETS = ("digits", "toy_3x3", "factors_toy", "dsprites", "binarized_mnist", "mnist", "fashion_mnist", "omniglot",
             "cifar10", "tfds:<name>")
@@ -47,8 +48,10 @@ MINIMUM = {
     "parallel.member_shards": (0, False), "model.stochastic_layers": (1, False),
     "eval.train_examples": (0, False), "eval.binarize_seed": (-1, False),
     "model.conv_kernel": (1, False), "model.num_mixtures": (1, False),
-    "model.flow_init_scale": (0, False), "model.flow_head_scale": (0, True), "model.flow_context": (0, False), "model.sylvester_columns": (0, False),
-    "model.sylvester_reflections": (1, False), "model.prior_components": (1, False),
+    "model.flow_options.init_scale": (0, False), "model.flow_options.head_scale": (0, True),
+    "model.flow_options.context": (0, False), "model.flow_options.columns": (0, False),
+    "model.flow_options.reflections": (1, False), "model.flow_options.iterations": (1, False),
+    "model.prior_options.components": (1, False),
     "eval.ais.examples": (0, False), "eval.ais.num_steps": (1, False), "eval.ais.chains": (1, False),
     "eval.ais.leapfrog_steps": (1, False), "eval.ais.step_size": (0, True), "eval.ais.target_accept": (0, True),
     "eval.ais.adapt_rate": (0, False), "eval.ais.batch_size": (1, False), "eval.bdmc.examples": (0, False),
@@ -82,9 +85,9 @@ def _type_ok(default, value) -> bool:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError (one line per problem) for unknown fields, wrong types and bad values."""
-    known = flatten(base_config())
     given = flatten(config)
-    problems = import_modules(given.get("imports", ()))
+    problems = import_modules(given.get("imports", ()))  # first: they may register parts with options
+    known = {**part_option_fields(), **flatten(base_config())}
     registered = registered_choices()
     for field, value in given.items():
         if field.startswith(FREE_FORM):
@@ -92,7 +95,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if field not in known:
             guess = difflib.get_close_matches(field, known, n=1)
             hint = f"; did you mean {guess[0]!r}?" if guess else ""
-            problems.append(f"unknown config field {field!r}{hint}")
+            problems.append(_unknown_option_message(field, given) or renamed_message(field)
+                            or f"unknown config field {field!r}{hint}")
             continue
         default = known[field]
         if not _type_ok(default, value):
@@ -124,13 +128,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     problems += _hierarchy_problems(given)
     for field in ("eval.ks", "model.encoder_hidden", "model.decoder_hidden", "model.latent_dims",
                   "model.upper_hidden", "model.conv_widths", "model.conv_strides",
-                  "model.flow_hidden"):
+                  "model.flow_options.hidden"):
         value = given.get(field, ())
         if isinstance(value, (tuple, list)):
             bad = [v for v in value if not isinstance(v, int) or isinstance(v, bool) or v < 1]
-            if bad or (field in ("eval.ks", "model.flow_hidden") and not value):
+            if bad or (field in ("eval.ks", "model.flow_options.hidden") and not value):
                 problems.append(f"{field}={tuple(value)!r} must be a non-empty list of integers >= 1"
-                                if field in ("eval.ks", "model.flow_hidden")
+                                if field in ("eval.ks", "model.flow_options.hidden")
                                 else f"{field}={tuple(value)!r} must hold integers >= 1")
     if given.get("model.network", "mlp") != "mlp" and len(given.get("model.conv_widths", ())) != len(
             given.get("model.conv_strides", ())):
@@ -149,12 +153,60 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         problems.append("eval.bdmc.init='encoder' needs a Gaussian posterior (reverse AIS would need the "
                         "flow's inverse); use eval.bdmc.init='prior' with flows")
     problems += config_problems(config)  # the package of each tracker turned on
-    columns, latent = given.get("model.sylvester_columns", 0), given.get("model.latent_dim", 1)
+    columns, latent = given.get("model.flow_options.columns", 0), given.get("model.latent_dim", 1)
     if isinstance(columns, int) and isinstance(latent, int) and columns > latent:
-        problems.append(f"model.sylvester_columns={columns} must be <= model.latent_dim={latent} "
+        problems.append(f"model.flow_options.columns={columns} must be <= model.latent_dim={latent} "
                         "(Q has orthonormal columns); 0 = latent_dim")
     if problems:
         raise ConfigError(_invalid(problems))
+    problems += _part_problems(config)
+    if problems:
+        raise ConfigError(_invalid(problems))
+
+
+def part_option_fields() -> dict:
+    """{model.flow_options.<name> / model.prior_options.<name>: default} for every option a registered flow
+    or prior declares (custom parts' included: jaxvae.vae.registry.declared_options)."""
+    from jaxvae.vae import model as _model  # noqa: F401 - registers the built-in parts
+    from jaxvae.vae.registry import FLOWS, PRIORS
+
+    return {f"{r.options_field}.{name}": default for r in (FLOWS, PRIORS)
+            for name, default in r.known_options().items()}
+
+
+def _unknown_option_message(field: str, given: dict) -> str | None:
+    """The registry's one line for a name under model.flow_options / model.prior_options that no
+    registered part declares (with the configured part's options); None for other fields."""
+    from jaxvae.vae.registry import FLOWS, PRIORS
+
+    for registry in (FLOWS, PRIORS):
+        prefix = registry.options_field + "."
+        if field.startswith(prefix):
+            return registry.unknown_option(field[len(prefix):], given.get(registry.config_field))
+    return None
+
+
+def _part_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """The configured flow and prior built with their options: a part's own checks (a ValueError in its
+    constructor, e.g. a custom part's range check) as one line each."""
+    from jaxvae.experiment.building import part_options
+    from jaxvae.vae.registry import FLOWS, PRIORS, options_for
+
+    problems = []
+    m = config.model
+    for registry, name, block in ((FLOWS, m.get("flow", "none"), "flow_options"),
+                                  (PRIORS, m.get("prior", "standard_normal"), "prior_options")):
+        if not isinstance(name, str) or name not in registry:
+            continue
+        entry = registry.get(name)
+        if not isinstance(entry, type) or hasattr(entry, "from_model"):
+            continue
+        try:
+            entry(**options_for(registry, entry, types.SimpleNamespace(**{block: part_options(m, block)})))
+        except (ValueError, TypeError) as e:
+            problems.append(f"{registry.config_field}={name!r} with {registry.options_field}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    return problems
 
 
 def _hierarchy_problems(given: dict) -> list[str]:
@@ -192,6 +244,8 @@ def _tighter_bound_problems(given: dict) -> list[str]:
 
 
 FREE_FORM = ("objective.options.",)  # fields a custom objective declares; not checked against the defaults
+# the parts' option blocks: checked against the options the registered parts declare (validate_config)
+OPTION_BLOCKS = ("model.flow_options.", "model.prior_options.")
 
 
 def import_modules(modules) -> list[str]:
@@ -237,6 +291,9 @@ def known_fields() -> dict:
 
 
 def _unknown_field_message(field: str, known) -> str:
+    renamed = renamed_message(field)
+    if renamed:
+        return renamed
     guess = difflib.get_close_matches(field, list(known), n=1)
     if not guess:  # a misspelt last part under a known section: compare within the section
         section, _, leaf = field.rpartition(".")
@@ -253,7 +310,7 @@ def override(config: ml_collections.ConfigDict, overrides: dict) -> ml_collectio
     known = known_fields()
     tree = config.to_dict()
     for field, value in overrides.items():
-        if field not in known and not field.startswith(FREE_FORM):
+        if field not in known and not field.startswith(FREE_FORM + OPTION_BLOCKS):
             raise ConfigError(_invalid([_unknown_field_message(field, known)]))
         node = tree
         *parents, leaf = field.split(".")

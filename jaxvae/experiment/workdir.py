@@ -86,9 +86,10 @@ def config_fingerprint(config: ml_collections.ConfigDict) -> dict:
 
 
 def with_defaults(saved: dict) -> dict:
-    """A saved fingerprint with fields added since it was written filled in with their defaults, so
-    that a run written by an older jaxvae still resumes."""
-    from jaxvae.experiment.configs import base_config
+    """A saved fingerprint with fields added since it was written filled in with their defaults, and fields
+    since moved in their new place (``configs.upgrade_config_dict``), so that a run written by an older
+    jaxvae still resumes."""
+    from jaxvae.experiment.configs import base_config, upgrade_config_dict
 
     def merge(default, given):
         if isinstance(default, dict) and isinstance(given, dict):
@@ -96,7 +97,7 @@ def with_defaults(saved: dict) -> dict:
                 k: v for k, v in default.items() if k not in given}
         return given
 
-    return merge(json.loads(json.dumps(config_fingerprint(base_config()))), saved)
+    return merge(json.loads(json.dumps(config_fingerprint(base_config()))), upgrade_config_dict(saved))
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: Path, allow_config_change: bool) -> None:

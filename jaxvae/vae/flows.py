@@ -16,7 +16,10 @@ Optional parts of the interface (the built-in planar and radial flows use none o
 - ``init_params(key, length, dim, scale)``: the flow's own initialisation of all its parameters.
 - ``uses_layer_index = True``: ``layer(params, z, index)`` also gets the layer's index (alternating
   orders in IAF and triangular Sylvester flows).
-- ``from_model(cls, model)``: build the flow from model-level options (see jaxvae.vae.registry.build).
+
+Options: the flow's dataclass fields (IAF's ``hidden`` and ``context``, Sylvester's ``variant``, ...) are
+its options, set in the config under ``model.flow_options`` (jaxvae.vae.registry.build passes each flow
+the ones it declares); ``HEAD_OPTIONS`` are options of every amortized flow, read by the encoder's head.
 """
 
 from __future__ import annotations
@@ -28,9 +31,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvae.vae.registry import FLOWS, register_flow
+from jaxvae.vae.registry import FLOWS, build, register_flow
 
 FlowParams = dict[str, jax.Array]
+
+# Options of every amortized flow (model.flow_options), read by the encoder's flow head, not by the flow:
+# init_scale: std of the head's kernel at init (bias 0): planar and Sylvester layers start near the
+# identity (0.01 and 0.05 did not train better: benchmarks/README.md, flows);
+# head_scale: the head's outputs = this constant x a Dense layer's (kernel init std init_scale / this, so
+# the initial outputs do not change); under Adam, whose steps do not depend on the gradient's scale, the
+# head's parameters then move the flow's parameters this many times as fast: a learning-rate multiplier
+# for the flow head (1.0 = the layer as before).
+HEAD_OPTIONS = {"init_scale": 1e-3, "head_scale": 1.0}
+FLOWS.common_options.update(HEAD_OPTIONS)
 
 _TINY = 1e-12
 
@@ -160,16 +173,12 @@ class IAF:
     all examples (global) and an optional per-example context h(x) of size ``context`` from the encoder's
     flow head; odd layers act on the reversed coordinates (alternating orders).
 
-    ``hidden``: MADE hidden widths (``model.flow_hidden``); ``context``: ``model.flow_context`` (0 = none).
+    Options (``model.flow_options``): ``hidden``, ``context``.
     """
 
-    hidden: tuple[int, ...] = (64,)
-    context: int = 0
+    hidden: tuple[int, ...] = (64,)  # hidden widths of each layer's MADE network (global weights)
+    context: int = 0  # size of the per-example context the encoder feeds each MADE (0 = none)
     uses_layer_index = True
-
-    @classmethod
-    def from_model(cls, model):
-        return cls(tuple(getattr(model, "flow_hidden", (64,))), int(getattr(model, "flow_context", 0)))
 
     @property
     def global_params(self) -> tuple[str, ...]:
@@ -268,7 +277,8 @@ def sylvester(params: FlowParams, z: jax.Array, q: jax.Array | None, reverse=Fal
 @dataclasses.dataclass(frozen=True)
 class Sylvester:
     """Sylvester normalizing flows (van den Berg et al. 2018): ``sylvester`` above with Q from
-    ``variant`` (``model.sylvester_variant``):
+    ``variant`` (options in ``model.flow_options``: ``variant``, ``columns``, ``reflections``,
+    ``iterations``):
 
     - orthogonal: Q (D x M, M = ``columns`` or D) by ``orthogonalize`` of an amortized D x M matrix;
     - householder: Q = product of ``reflections`` Householder reflections of amortized vectors;
@@ -277,16 +287,11 @@ class Sylvester:
     Per layer: r1, r2 (M, M) (strict upper parts used), d1, d2, b (M,), and q (D, M) or v (K, D).
     """
 
-    variant: str = "orthogonal"
-    columns: int = 0
-    reflections: int = 4
-    iterations: int = 30
+    variant: str = "orthogonal"  # orthogonal | householder | triangular (Q's form)
+    columns: int = 0  # orthogonal: columns M of Q (1..latent_dim; 0 = latent_dim)
+    reflections: int = 4  # householder: Householder reflections per layer
+    iterations: int = 30  # orthogonal: Bjorck iterations orthogonalizing Q
     uses_layer_index = True
-
-    @classmethod
-    def from_model(cls, model):
-        return cls(getattr(model, "sylvester_variant", "orthogonal"),
-                   int(getattr(model, "sylvester_columns", 0)), int(getattr(model, "sylvester_reflections", 4)))
 
     def __post_init__(self):
         if self.variant not in SYLVESTER_VARIANTS:
@@ -317,13 +322,14 @@ class Sylvester:
 
 def get(kind, model=None):
     """The flow object for a registered name (or the object itself); with ``model``, a registered class
-    is built by its ``from_model(model)`` when it has one (model-level options such as MADE widths)."""
+    is built with the options of ``model.flow_options`` it declares (jaxvae.vae.registry.build), without
+    one with its defaults."""
     if not isinstance(kind, str):
         return kind
-    entry = FLOWS.get(kind)
-    if model is not None and hasattr(entry, "from_model"):
-        return entry.from_model(model)
-    return entry()
+    if model is None:
+        entry = FLOWS.get(kind)
+        return entry() if isinstance(entry, type) else entry
+    return build(FLOWS, kind, model)
 
 
 def global_names(flow) -> tuple[str, ...]:

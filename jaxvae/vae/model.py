@@ -26,7 +26,7 @@ from jaxvae.vae import likelihoods as _likelihoods  # noqa: F401 - registers the
 from jaxvae.vae import priors as _priors  # noqa: F401 - registers the built-in priors
 from jaxvae.vae import conv
 from jaxvae.vae.networks import Decoder, Encoder
-from jaxvae.vae.registry import FLOWS, LIKELIHOODS, PRIORS, build
+from jaxvae.vae.registry import FLOWS, LIKELIHOODS, PRIORS, build, freeze_options
 
 Params = dict[str, Any]
 
@@ -47,7 +47,9 @@ def _name(part) -> str:
 class VAE:
     """A VAE: networks and parts. Holds no parameters, only structure (hashable, a static jit argument).
 
-    ``prior``, ``likelihood`` and ``flow`` are registered names or part objects (see jaxvae.vae.registry).
+    ``prior``, ``likelihood`` and ``flow`` are registered names or part objects (see jaxvae.vae.registry);
+    ``flow_options`` / ``prior_options`` hold the options a registered flow / prior class is built with, e.g.
+    ``VAE(784, 40, flow="iaf", flow_length=4, flow_options={"hidden": (320,), "context": 16})``.
     """
 
     x_dim: int
@@ -72,18 +74,20 @@ class VAE:
     normalization: str = "none"  # none | layer | group
     num_mixtures: int = 5  # components of the discretized logistic mixture
     compute_dtype: str = "float32"  # matmul dtype of the networks: float32 | bfloat16 (parameters stay f32)
-    # options of the newer parts (read by their ``from_model``); defaults leave the parts above unchanged
-    flow_init_scale: float = 1e-3  # std of the amortized flow head's kernel at init
-    flow_head_scale: float = 1.0  # multiplier of the amortized flow head's outputs (see configs)
-    flow_hidden: Sequence[int] = (64,)  # IAF: MADE hidden widths
-    flow_context: int = 0  # IAF: size of the per-example context from the encoder (0 = none)
-    sylvester_variant: str = "orthogonal"  # orthogonal | householder | triangular
-    sylvester_columns: int = 0  # orthogonal Sylvester: columns M of Q (0 = latent_dim)
-    sylvester_reflections: int = 4  # Householder Sylvester: reflections per layer
-    prior_components: int = 500  # VampPrior pseudo-inputs / mixture-of-Gaussians components
-    prior_init: str = "data"  # VampPrior pseudo-inputs: "data" (training examples, if given) | "random"
+    # the parts' options (model.flow_options / model.prior_options): a mapping or (name, value) pairs, kept
+    # as sorted pairs (hashable); each part takes the ones it declares (its dataclass fields,
+    # jaxvae.vae.registry.build), the amortized flow head its own (flows.HEAD_OPTIONS); others are ignored
+    flow_options: Any = ()
+    prior_options: Any = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "flow_options", freeze_options(self.flow_options))
+        object.__setattr__(self, "prior_options", freeze_options(self.prior_options))
+        for registry, options in ((FLOWS, self.flow_options), (PRIORS, self.prior_options)):
+            for name, _ in options:
+                problem = registry.unknown_option(name)
+                if problem:
+                    raise ValueError(problem)
         self.likelihood_part, self.prior_part  # unknown names fail here, with the registry's message
         if self.x_shape is not None and math.prod(self.x_shape) != self.x_dim:
             raise ValueError(f"x_shape {tuple(self.x_shape)} has {math.prod(self.x_shape)} values, x_dim is "
@@ -137,9 +141,10 @@ class VAE:
                                     tuple(self.conv_strides), self.activation, self.normalization,
                                     self.network == "resnet", shapes, self.flow_length if shapes else 0,
                                     gated=self.network == "gated")
+        head = {**flows.HEAD_OPTIONS, **{k: v for k, v in self.flow_options if k in flows.HEAD_OPTIONS}}
         return Encoder(tuple(self.encoder_hidden), self.latent_dim, self.activation, shapes,
                        self.flow_length if shapes else 0, self.network_dtype,
-                       self.flow_init_scale, self.flow_head_scale)
+                       float(head["init_scale"]), float(head["head_scale"]))
 
     @property
     def decoder(self) -> Decoder:

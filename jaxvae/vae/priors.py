@@ -1,7 +1,8 @@
 """Priors p(z): objects with ``init``, ``log_prob`` and ``sample``, registered by name (``model.prior``).
 
 A prior sees the whole parameter pytree (a VampPrior's density uses the encoder) and keeps its own
-parameters, if any, under ``params["prior"]``.
+parameters, if any, under ``params["prior"]``. Its dataclass fields are its options, set in the config
+under ``model.prior_options`` (jaxvae.vae.registry.build).
 """
 
 from __future__ import annotations
@@ -62,16 +63,21 @@ class VampPrior:
     parameters: gradients of log p(z) reach them (a generative-model gradient, kept by STL/DReG, which
     only hold fixed the parameters of q(z|x) for the data x). No analytic KL: the ELBO uses Monte Carlo.
 
-    Init: pseudo-inputs N(0.5, 0.01^2) per pixel, or K training examples when the runner passes data
-    (``VAE.init(..., data=...)`` -> ``init_from_data``; ``model.prior_init``).
+    Init: pseudo-inputs N(0.5, 0.01^2) per pixel (``init_from="random"``), or K training examples when
+    the runner passes data (``init_from="data"``: ``VAE.init(..., data=...)`` -> ``init_from_data``).
+    Options (``model.prior_options``): ``components``, ``init_from``.
     """
 
-    components: int = 500
-    from_data: bool = True
+    components: int = 500  # K pseudo-inputs
+    init_from: str = "data"  # data (K training examples) | random (N(0.5, 0.01^2))
 
-    @classmethod
-    def from_model(cls, model):
-        return cls(int(getattr(model, "prior_components", 500)), getattr(model, "prior_init", "data") == "data")
+    def __post_init__(self):
+        if self.init_from not in ("data", "random"):
+            raise ValueError(f"vampprior init_from={self.init_from!r} is not one of data, random")
+
+    @property
+    def from_data(self) -> bool:
+        return self.init_from == "data"
 
     def init(self, key, model):
         return {"pseudo_inputs": 0.5 + 0.01 * jax.random.normal(key, (self.components, model.x_dim))}
@@ -103,13 +109,10 @@ class VampPrior:
 class MixtureOfGaussians:
     """Mixture-of-Gaussians prior p(z) = sum_k pi_k N(z; m_k, diag s_k^2) with learned means, log-variances
     and logits (``params["prior"]``: means (K, d), logvars (K, d), logits (K,)); pi = softmax(logits).
-    Init: means N(0, 1), logvars 0, logits 0. No analytic KL (Monte Carlo in the ELBO)."""
+    Init: means N(0, 1), logvars 0, logits 0. No analytic KL (Monte Carlo in the ELBO).
+    Options (``model.prior_options``): ``components``."""
 
-    components: int = 10
-
-    @classmethod
-    def from_model(cls, model):
-        return cls(int(getattr(model, "prior_components", 10)))
+    components: int = 500  # K components (the default shared with the VampPrior's option of that name)
 
     def init(self, key, model):
         k = self.components
