@@ -110,13 +110,15 @@ def test_group_with_vectorized_eval_equals_solo_runs(tmp_path, monkeypatch):
     from test_vectorized import quiet, tiny_config
 
     calls = []
-    real = V.evaluate_members
+    from jaxvae.experiment import programs
+
+    real = programs.evaluate_members
 
     def counting(model, params, xs, keys, seeds, **kw):
         calls.append((len(keys), kw["ks"]))
         return real(model, params, xs, keys, seeds, **kw)
 
-    monkeypatch.setattr(V, "evaluate_members", counting)
+    monkeypatch.setattr(programs, "evaluate_members", counting)
     c = tiny_config()
     c.train.num_epochs = 1
     c.eval.ks = (1, 5, 7)
@@ -146,7 +148,7 @@ def test_group_with_vectorized_eval_equals_solo_runs(tmp_path, monkeypatch):
     def failing(*args, **kw):
         raise RuntimeError("out of memory (test)")
 
-    monkeypatch.setattr(V, "evaluate_members", failing)
+    monkeypatch.setattr(programs, "evaluate_members", failing)
     lines = []
     again = V.train_group(configs[:2], [tmp_path / f"f{i}" for i in range(2)], log=lines.append,
                           vectorized_eval=True)
