@@ -21,22 +21,27 @@ def _free_port() -> int:
 PREEMPT_ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs=2", "--config.eval.ks=(1,5)",
                 "--config.eval.images=False", "--config.train.eval_every_epochs=0", "--config.eval.max_examples=100",
                 "--config.train.steps_per_dispatch=3", "--config.train.checkpoint_every_epochs=1"]
+# the final evaluation's AIS / BDMC / gap split at small T, for the two-process equality (issue 31)
+SANDWICH = ["--config.eval.ais.examples=8", "--config.eval.ais.num_steps=10", "--config.eval.ais.chains=4",
+            "--config.eval.bdmc.examples=4", "--config.eval.bdmc.num_steps=10", "--config.eval.bdmc.chains=2",
+            "--config.eval.gaps.examples=4", "--config.eval.gaps.max_steps=20"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = [sys.executable, "-m", "jaxvae.main"]
 
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> dict:
-    """Test numbers of the PREEMPT_ARGS run in one process: what the two-process runs must reproduce."""
+    """Test numbers of the PREEMPT_ARGS run (with the SANDWICH evaluations) in one process: what the
+    two-process runs must reproduce."""
     wd = tmp_path_factory.mktemp("one_process") / "one"
-    one = subprocess.run(MAIN + PREEMPT_ARGS + [f"--workdir={wd}"], cwd=REPO, env=env_with_xla_flags(),
+    one = subprocess.run(MAIN + PREEMPT_ARGS + SANDWICH + [f"--workdir={wd}"], cwd=REPO, env=env_with_xla_flags(),
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
     return json.loads((wd / "results.json").read_text())["test"]
 
 
 def test_two_processes_equal_one(tmp_path, one_process):
-    procs = _launch_two(REPO, env_with_xla_flags(), MAIN + PREEMPT_ARGS, tmp_path / "two")
+    procs = _launch_two(REPO, env_with_xla_flags(), MAIN + PREEMPT_ARGS + SANDWICH, tmp_path / "two")
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
@@ -47,12 +52,21 @@ def test_two_processes_equal_one(tmp_path, one_process):
         assert abs(r1[key] - r2[key]) <= 1e-4 * abs(r1[key]), (key, r1[key], r2[key])
     for k in r1["iwae"]:
         assert abs(r1["iwae"][k] - r2["iwae"][k]) <= 1e-4 * abs(r1["iwae"][k])
+    # the final evaluation's AIS, BDMC and gap split too (each process runs them on the replicated
+    # parameters; every process prints the same summary)
+    for part, keys in {"ais": ("log_px", "iwae", "ais_minus_iwae"), "bdmc": ("lower", "upper", "width"),
+                       "gaps": ("approximation_gap", "amortization_gap")}.items():
+        for key in keys:
+            a, b = r1[part][key], r2[part][key]
+            assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (part, key, a, b)
+    assert all("AIS log p(x) (8 ex., T=10)" in out and "BDMC interval" in out for out in outs)
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(set(lines))  # only process 0 writes metrics
 
 
 GROUP_ARGS = ["--config=experiments/quickstart.py", "--config.train.num_epochs=1", "--config.eval.ks=(1,5)",
-              "--config.eval.images=True",  # pictures: process 0 alone, from host copies of the parameters "--config.train.eval_every_epochs=0", "--config.eval.max_examples=200",
+              "--config.eval.images=True",  # pictures: process 0 alone, from host copies of the parameters
+              "--config.train.eval_every_epochs=0", "--config.eval.max_examples=200",
               '--overrides=[{"seed": 0}, {"seed": 1, "train.learning_rate": 0.003}]']
 
 
