@@ -110,3 +110,50 @@ def test_cli_paper_tables_alone_and_assume(tmp_path, capsys):
     assert not (tmp_path / "report.md").exists()
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--assume", "data.binarize=dynamic"])  # --assume only with --paper-tables
+
+
+def _static(obj, k, layers=1, seed=0, nll=89.0, latent_dim=50, hidden=(200, 200)):
+    r = _results(seed, nll, nll - 1.0, [20] if layers == 1 else [20, 10], layers=layers, k=k, obj=obj,
+                 data="binarized_mnist")
+    r["config"]["data"]["binarize"] = "none"
+    r["config"]["model"]["latent_dim"] = latent_dim
+    r["config"]["model"]["encoder_hidden"] = r["config"]["model"]["decoder_hidden"] = list(hidden)
+    return r
+
+
+def test_static_mnist_tables_hold_the_cited_values():
+    """The static-binarization values and where they come from (the note names source, data, architecture
+    and budget): the IWAE paper's appendix D as quoted by nbip/IWAE, pythae's own reproductions."""
+    tables = {t.file: t for t in P.load_paper_tables()}
+    static = tables["burda2015_static.json"]
+    assert {r["label"]: r["value"] for r in static.rows} == {
+        "static MNIST, 1 layer, IWAE, k=1 (the VAE objective)": 88.71, "static MNIST, 1 layer, IWAE, k=5": 87.63,
+        "static MNIST, 1 layer, IWAE, k=50": 87.10}
+    for text in ("statically binarized", "784-200-200-50", "3280 passes", "nbip/IWAE", "ff9fca90", "1509.00519"):
+        assert text in static.note, text
+    pythae = tables["pythae_static.json"]
+    assert sorted(r["value"] for r in pythae.rows) == [86.82, 89.78]
+    for text in ("benchmark_VAE", "6419e21", "200 importance samples", "3280 epochs", "500 epochs"):
+        assert text in pythae.note, text
+    assert all(r["match"]["data.name"] == "binarized_mnist" for t in (static, pythae) for r in t.rows)
+
+
+def test_static_runs_get_the_static_values_and_only_matching_architectures():
+    runs = [_static("elbo", 1, seed=0, nll=90.0), _static("elbo", 1, seed=1, nll=90.4), _static("iwae", 50, nll=87.5),
+            _static("iwae", 5, layers=2, nll=88.0)]
+    secs = {s["file"]: s for s in P.paper_tables(runs)}
+    assert "burda2015_table1.json" not in secs  # dynamic-MNIST values are not set beside static runs
+    (_, gh, grows, _), _ = secs["burda2015_static.json"]["tables"]
+    cells = {r[0]: dict(zip(gh, r)) for r in grows}
+    assert cells["static MNIST, 1 layer, k=1"]["IWAE ours"] == "90.20 ± 0.28 (n=2)"
+    assert cells["static MNIST, 1 layer, k=1"]["IWAE diff"] == "+1.49"
+    assert cells["static MNIST, 1 layer, k=50"]["IWAE paper"] == "87.10"
+    assert list(cells) == ["static MNIST, 1 layer, k=1", "static MNIST, 1 layer, k=50"]  # none for 2 layers
+    pythae = {r[0]: dict(zip(secs["pythae_static.json"]["tables"][0][1], r))
+              for r in secs["pythae_static.json"]["tables"][0][2]}
+    assert list(pythae) == ["IWAE k=50, 1 layer, 784-200-200-50 tanh, 3280 epochs (pythae)"]
+    assert pythae["IWAE k=50, 1 layer, 784-200-200-50 tanh, 3280 epochs (pythae)"]["ours − paper"] == "+0.68"
+    # the VAE row of pythae needs its 784-400-40 network
+    vae = P.paper_tables([_static("elbo", 1, latent_dim=40, hidden=(400,))])
+    assert [s["file"] for s in vae] == ["pythae_static.json"]
+    assert vae[0]["tables"][0][2][0][3] == "89.78"

@@ -109,12 +109,16 @@ def test_runs_table_values(sweep_dir: Path):
     md = report.write_report(str(sweep_dir), plots=False)
     rows = _md_rows(md, "Runs")
     header = rows["header"]
-    assert header == ["run", "objective", "k", "flow", "beta", "seed", "test ELBO", "IWAE_1", "IWAE_5",
+    # the markdown keeps every column: the run's folder, the fields that differ, every metric; what all runs
+    # share (beta 1, the dataset) is the common settings line above
+    assert header == ["folder", "objective", "k", "flow", "seed", "test ELBO", "IWAE_1", "IWAE_5",
                       "IWAE_50", "IWAE_5000", "NLL (K=5000)", "active units", "MI", "marginal KL",
                       "wall time (s)"]
+    common = md.split("Common settings: ", 1)[1].split("\n", 1)[0]
+    assert "dataset=digits" in common and "beta=1" in common and "latent_dim=8" in common
     col = {h: i for i, h in enumerate(header)}
     r = rows["k=1,name=elbo,seed=1"]
-    assert [r[col[h]] for h in ("objective", "k", "flow", "beta", "seed")] == ["elbo", "1", "none", "1", "1"]
+    assert [r[col[h]] for h in ("objective", "k", "flow", "seed")] == ["elbo", "1", "none", "1"]
     assert [r[col[h]] for h in ("test ELBO", "IWAE_1", "IWAE_5", "IWAE_50", "IWAE_5000", "NLL (K=5000)")] == [
         "-27.30", "-27.40", "-26.20", "-25.70", "-25.50", "25.50"]
     assert [r[col[h]] for h in ("active units", "MI", "marginal KL", "wall time (s)")] == ["7", "3.10", "4.00", "60.0"]
@@ -132,6 +136,7 @@ def test_runs_table_values(sweep_dir: Path):
         csv_rows = {row["run"]: row for row in csv.DictReader(fh)}
     assert set(csv_rows) == {"k=1,name=elbo,seed=0", "k=1,name=elbo,seed=1", "k=5,name=iwae,seed=0",
                              "flow_length=4,k=5,name=iwae,seed=0"}
+    assert csv_rows["flow_length=4,k=5,name=iwae,seed=0"]["label"] == "iwae k=5, flow=planar×4, seed=0"
     c = csv_rows["k=1,name=elbo,seed=0"]
     assert float(c["test_elbo"]) == -27.1 and float(c["iwae_5000"]) == -25.3 and float(c["nll"]) == 25.3
     assert c["nll_k"] == "5000" and c["objective"] == "elbo" and c["seed"] == "0" and c["flow"] == "none"
@@ -145,8 +150,8 @@ def test_mean_std_over_seeds(sweep_dir: Path):
     header, rows = _md_table(md, "Mean ± std over seeds")
     col = {h: i for i, h in enumerate(header)}
     assert "seed" not in header and "seeds" in header
-    assert len(rows) == 3
-    elbo_rows = [r for r in rows if r[0] == "elbo"]
+    assert [r[0] for r in rows] == ["elbo k=1, flow=none", "iwae k=5, flow=none", "iwae k=5, flow=planar×4"]
+    elbo_rows = [r for r in rows if r[col["objective"]] == "elbo"]
     assert len(elbo_rows) == 1
     r = elbo_rows[0]
     assert r[col["seeds"]] == "2"
@@ -155,7 +160,7 @@ def test_mean_std_over_seeds(sweep_dir: Path):
     assert r[col["NLL (K=5000)"]] == "25.40 ± 0.14"
     assert r[col["active units"]] == "6 ± 0.71"
     assert r[col["wall time (s)"]] == "55.6 ± 6.22"  # (60 - 51.2) / sqrt(2)
-    iwae = [r for r in rows if r[0] == "iwae"]
+    iwae = [r for r in rows if r[col["objective"]] == "iwae"]
     assert len(iwae) == 2  # no flow and planar x 4 are different configs
     single = [r for r in iwae if r[col["flow"]] == "none"][0]
     assert single[col["seeds"]] == "1" and single[col["test ELBO"]] == "-28.00" and single[col["MI"]] == ""
@@ -175,7 +180,8 @@ def test_seed_groups_use_the_whole_config(tmp_path: Path):
     md = report.write_report(str(root), plots=False)
     header, rows = _md_table(md, "Mean ± std over seeds")
     col = {h: i for i, h in enumerate(header)}
-    assert sorted(r[col["other"]] for r in rows) == ["learning_rate=0.0003", "learning_rate=0.001"]
+    assert [r[col["config"]] for r in rows] == ["learning_rate=0.0003", "learning_rate=0.001"]  # numeric order
+    assert [r[col["learning_rate"]] for r in rows] == ["0.0003", "0.001"]
     for r in rows:
         assert r[col["seeds"]] == "3" and r[col["test ELBO"]] == "-28.00 ± 1.00"
 

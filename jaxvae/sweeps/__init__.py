@@ -7,7 +7,7 @@
     cluster.py   Slurm array scripts and TPU-VM gcloud commands
     cli.py       ./launch.sh == python -m jaxvae.sweeps
     report/      python -m jaxvae.sweeps.report RUNS_DIR: tables, plots, report.html (a package: loading,
-                 tables, plots, beta, paper_tables, html_page, build, cli)
+                 layout, tables, plots, beta, paper_tables, html_table, html_page, build, cli)
 """
 
 from jaxvae.experiment.protocol import (VECTORIZED_FIELDS, VECTORIZED_HOST_FIELDS, VECTORIZED_TRACED_FIELDS,

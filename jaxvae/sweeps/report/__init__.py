@@ -10,6 +10,13 @@ over seeds, when some configs have several seeds), ``report_bound_vs_k.png``, ``
 the pictures embedded). Unfinished runs (``status.json`` running/preempted, no ``results.json``), failed runs
 and planned runs that never started (from ``sweep.json``) are listed in their own section.
 
+The tables have a column per config field that differs between the runs, name each run by those fields
+(``2 layers, iwae k=5, seed=1``) and keep the sweep's declared order (its ``sweep.json``); what every run
+shares is one "common settings" line. report.html shows those fields and the core numbers (ELBO, IWAE_K,
+NLL, active units), the rest behind a "details" toggle, and sorts, filters and hides columns with its own
+inline script; report.md and report.csv keep every column. Runs that match a published table
+(``jaxvae/sweeps/papers/``) get it beside them, ours / paper / difference.
+
 Missing numbers (absent keys, ``null``) are blank cells. Standard deviations over seeds are sample
 standard deviations (n - 1 in the denominator).
 
@@ -17,10 +24,14 @@ The modules, each importing only those above it:
 
     loading.py       the run folders as RunRecords (load_runs), results.json values (lookup, number,
                      identity, mean_std), cell formatting
+    layout.py        a sweep's compact layout: the fields that differ (run names, columns), the common
+                     settings line, the row order (the sweep's declared order)
     tables.py        Table (markdown, HTML), the runs / seeds / problems tables and their CSV rows
     plots.py         bound vs K, training curves, NLL vs flow length, AIS/BDMC sandwich, inference gaps
     beta.py          beta sweeps: rate-distortion, disentanglement vs beta, traversals, factor alignment
     paper_tables.py  published values (jaxvae/sweeps/papers/*.json) beside ours
+    html_table.py    report.html's runs and seeds tables: sorting, filters and column toggles (inline
+                     JavaScript; plain tables without it)
     html_page.py     report.html
     build.py         Report, build_report, write_report (report.md, report.csv, report.html, the plots)
     cli.py           the command line (main); __main__.py runs it

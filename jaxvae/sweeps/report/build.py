@@ -47,6 +47,8 @@ class Report:
         finished = [r for r in self.records if r.finished]
         out = [f"# Report: {self.root}", "",
                f"{len(finished)} finished run(s), {len(self.records) - len(finished)} unfinished or failed."]
+        if self.runs is not None and self.runs.note:
+            out += ["", self.runs.note + " (every finished run; the tables show the settings that differ)."]
         if self.runs is not None:
             out += ["", "## Runs", "", self.runs.markdown()]
         if self.seeds is not None:

@@ -1,7 +1,7 @@
 """Loading the runs under a folder and reading their results.json: the run folders as ``RunRecord``s
-(``load_runs``, with the runs a ``sweep.json`` planned that left no files), ``read_json``, dotted
-``lookup``s, ``number``s, the flattened config, a run's ``identity`` and sort order, mean ± std over seeds
-and the formatting of a cell.
+(``load_runs``, with the runs a ``sweep.json`` planned that left no files, and each run's place in the
+sweep's declared order), ``read_json``, dotted ``lookup``s, ``number``s, the flattened config, a run's
+``identity`` and sort order, mean ± std over seeds and the formatting of a cell.
 
 Imports only the standard library and ``jaxvae.experiment.protocol``.
 """
@@ -44,6 +44,8 @@ class RunRecord:
     results: dict | None = None
     status_json: dict | None = None
     launch: dict | None = None
+    planned: dict | None = None  # its entry in a sweep.json manifest (name, index, overrides, command)
+    order: tuple | None = None  # its place in the sweep's declared order (manifest found, index)
 
     @property
     def finished(self) -> bool:
@@ -84,14 +86,18 @@ def load_runs(root: str) -> list[RunRecord]:
     """Every run folder under root (one holding results.json, status.json or launch.json), plus the
     runs a ``sweep.json`` manifest planned that left no files ("not started")."""
     records: dict[str, RunRecord] = {}
-    planned: list[str] = []
+    planned: dict[str, tuple[dict, tuple]] = {}  # path -> (manifest entry, declared order)
+    manifests = 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in PRUNE_DIRS)
         if "sweep.json" in filenames:
-            manifest = read_json(os.path.join(dirpath, "sweep.json")) or {}
-            for r in manifest.get("runs", []):
+            manifest = read_json(os.path.join(dirpath, "sweep.json"))
+            runs = manifest.get("runs") if isinstance(manifest, dict) else None
+            for i, r in enumerate(runs if isinstance(runs, list) else []):
                 if isinstance(r, dict) and isinstance(r.get("name"), str):
-                    planned.append(os.path.normpath(os.path.join(dirpath, r["name"])))
+                    index = r.get("index") if isinstance(r.get("index"), int) else i
+                    planned[os.path.normpath(os.path.join(dirpath, r["name"]))] = (r, (manifests, index, i))
+            manifests += 1
         if not any(f in filenames for f in RUN_FILES):
             continue
         dirnames[:] = []  # a run folder: its subfolders are checkpoints, pictures...
@@ -107,9 +113,10 @@ def load_runs(root: str) -> list[RunRecord]:
         records[path] = RunRecord(path, _rel(path, root), status, results,
                                   status_json if isinstance(status_json, dict) else None,
                                   launch if isinstance(launch, dict) else None)
-    for path in planned:
+    for path, (entry, order) in planned.items():
         if path not in records:
             records[path] = RunRecord(path, _rel(path, root), "not started")
+        records[path].planned, records[path].order = entry, order
     return sorted(records.values(), key=lambda r: r.name)
 
 

@@ -13,7 +13,8 @@ reads every file there)::
 older run's config counts as its default in jaxvae.experiment.configs). ``metric`` is one of
 ``METRIC_PATHS`` or a dotted path into results.json. ``row`` and ``column`` (optional) place the value in
 a grid as in the paper (Burda et al.'s Table 1: rows dataset x layers x k, columns VAE / IWAE); without
-them the rows are listed in file order. Put in only numbers seen in the paper; never invent one.
+them the rows are listed in file order. Put in only numbers seen in the paper or in a source that quotes it
+(the ``note`` names the source, the data, the architecture and the budget); never invent one.
 
 For each paper table with at least one matching finished run, ``paper_tables(runs)`` gives (1) the grid:
 ours as mean ± std over seeds, the published value and the difference (ours - published), then our

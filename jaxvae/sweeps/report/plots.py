@@ -14,8 +14,9 @@ import json
 import os
 from collections.abc import Sequence
 
+from jaxvae.sweeps.report.layout import flow_label
 from jaxvae.sweeps.report.loading import RunRecord, fmt_id, identity, lookup, mean_std, number, sort_key
-from jaxvae.sweeps.report.tables import flow_label, other_fields, other_label, seed_groups
+from jaxvae.sweeps.report.tables import other_fields, other_label, seed_groups
 
 # ----------------------------------------------------------------------------------------------------
 # Set-up and helpers

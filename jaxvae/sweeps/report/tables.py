@@ -1,11 +1,17 @@
 """The report's tables: ``Table`` (markdown and HTML), the per-run table and its CSV rows (``runs_table``),
 mean ± std over seeds (``seeds_table``, runs grouped by ``seed_groups``), unfinished and failed runs
-(``problems_table``), ``write_csv``; the metric columns (``METRICS``, ``metric_columns``) and the labels
-(``flow_label``, ``other_fields``, ``other_label``) the plots share.
+(``problems_table``), ``write_csv``; the metric columns (``METRICS``, ``metric_columns``, the core ones
+``CORE_METRICS``) and the labels (``other_fields``, ``other_label``) the plots share.
+
+The runs and seeds tables follow the sweep's layout (``jaxvae.sweeps.report.layout``): a column per
+grouping field, settings every run shares in one "common settings" line (``Table.note``), rows in the
+sweep's declared order. Their HTML shows the grouping fields and the core numbers (ELBO, IWAE_K, NLL,
+active units) and puts the other columns behind a "details" toggle (``Table.detail``); markdown and CSV
+keep every column.
 
 Missing numbers (absent keys, ``null``) are blank cells. Standard deviations over seeds are sample
-standard deviations (n - 1 in the denominator). Imports only the standard library and
-``jaxvae.sweeps.report.loading``.
+standard deviations (n - 1 in the denominator). Imports only the standard library and the report's
+``loading`` and ``layout``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from jaxvae.sweeps.report.layout import layout
 from jaxvae.sweeps.report.loading import (IDENTITY, RunRecord, flatten, fmt_id, fmt_value, identity, lookup, mean_std,
                                           number, sort_key)
 
@@ -26,13 +33,19 @@ class Table:
     headers: list[str]
     rows: list[list[str]]
     numeric: list[bool]
+    detail: list[bool] | None = None  # columns behind the HTML "details" toggle
+    grouping: list[bool] | None = None  # grouping-field columns: a filter box each in HTML
+    keys: list[list[Any]] | None = None  # per cell: the number it sorts by (None: its text)
+    md_columns: list[int] | None = None  # the markdown's columns, in order (default: all)
+    note: str = ""  # the "common settings" line
 
     def markdown(self) -> str:
         def cell(s):
             return str(s).replace("|", "\\|").replace("\n", " ")
-        out = ["| " + " | ".join(cell(h) for h in self.headers) + " |",
-               "|" + "|".join("---:" if n else "---" for n in self.numeric) + "|"]
-        out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in self.rows]
+        cols = self.md_columns if self.md_columns is not None else range(len(self.headers))
+        out = ["| " + " | ".join(cell(self.headers[i]) for i in cols) + " |",
+               "|" + "|".join("---:" if self.numeric[i] else "---" for i in cols) + "|"]
+        out += ["| " + " | ".join(cell(row[i]) for i in cols) + " |" for row in self.rows]
         return "\n".join(out)
 
     def html(self) -> str:
@@ -52,13 +65,6 @@ SEED_KEYS = {"seed"}
 # Config fields the identity columns already show (not repeated in the "other" column).
 SHOWN_CONFIG = {"seed", "name", "data.name", "objective.name", "objective.k", "model.flow",
                 "model.flow_length", "objective.beta", "model.latent_dim"}
-
-
-def flow_label(flow: Any, length: Any) -> str:
-    """``planar×8`` (kind x length); ``none`` without a flow."""
-    if flow in (None, "", "none"):
-        return "none"
-    return f"{flow}×{length}" if length is not None else str(flow)
 
 
 METRICS = [  # (csv column, markdown header, results path, decimals)
@@ -94,6 +100,14 @@ class Column:
     header: str  # markdown header
     decimals: int
     get: Any  # RunRecord -> value
+
+
+# The columns the HTML shows by default (with every IWAE_K); the others are details.
+CORE_METRICS = ("test_elbo", "nll", "active_units", "exact_log_px", "bits_per_dim")
+
+
+def is_core(col: Column) -> bool:
+    return col.key in CORE_METRICS or col.key.startswith("iwae_")
 
 
 def metric_columns(runs: Sequence[RunRecord]) -> list[Column]:
@@ -157,44 +171,43 @@ def other_label(run: RunRecord, fields: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _varies(runs, col) -> bool:
-    return len({repr(identity(r.results)[col]) for r in runs}) > 1
+# The config fields the identity columns of the CSV already hold.
+IDENTITY_FIELDS = {path.removeprefix("config.") for _, _, path in IDENTITY} | {"model.flow_length"}
 
 
-def _id_columns(runs) -> list[str]:
-    cols = []
-    for col in ("dataset", "objective", "k", "flow", "beta", "latent_dim", "seed"):
-        if col in ("dataset", "latent_dim") and not _varies(runs, col):
-            continue
-        cols.append(col)
-    return cols
-
-
-def _id_cell(ident: dict, col: str) -> str:
-    if col == "flow":
-        return flow_label(ident["flow"], ident["flow_length"])
-    return fmt_id(ident[col])
+def _metric_cells(r: RunRecord, metric_cols: Sequence[Column], nll_in_cell: bool) -> tuple[list[str], list]:
+    cells, keys = [], []
+    for c in metric_cols:
+        cell = fmt_value(c.get(r), c.decimals)
+        if c.key == "nll" and nll_in_cell and cell and lookup(r.results, "test.nll_k") is not None:
+            cell += f" (K={lookup(r.results, 'test.nll_k')})"
+        cells.append(cell)
+        keys.append(number(c.get(r)))
+    return cells, keys
 
 
 def runs_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]]:
-    """The per-run markdown table and the CSV rows (raw values)."""
+    """The per-run table and the CSV rows (raw values). Columns: the run's name from its grouping fields,
+    a column per grouping field, the metrics, the folder (the markdown starts with the folder and leaves
+    the name out: the grouping columns say it)."""
+    lay = layout(runs)
     metric_cols = metric_columns(runs)
-    id_cols = _id_columns(runs)
     nll_in_cell = not any(c.header.startswith("NLL (K=") for c in metric_cols)
-    headers = ["run"] + id_cols + [c.header for c in metric_cols]
-    numeric = [False] + [c in ("k", "beta", "latent_dim", "seed") for c in id_cols] + [True] * len(metric_cols)
-    rows, csv_rows = [], []
-    for r in sorted(runs, key=sort_key):
+    labels = lay.labels(runs)
+    extra = [p for p in [f.path for f in lay.fields] + lay.others if p not in IDENTITY_FIELDS]  # CSV only
+    headers = ["run"] + [f.header for f in lay.fields] + [c.header for c in metric_cols] + ["folder"]
+    numeric = [False] + [f.numeric for f in lay.fields] + [True] * len(metric_cols) + [False]
+    detail = [False] + [f.companion for f in lay.fields] + [not is_core(c) for c in metric_cols] + [True]
+    grouping = [False] + [not f.companion for f in lay.fields] + [False] * (len(metric_cols) + 1)
+    rows, keys, csv_rows = [], [], []
+    for r in lay.order(runs):
+        cells, mkeys = _metric_cells(r, metric_cols, nll_in_cell)
+        rows.append([labels[r.path]] + [lay.cell(r, f.path) for f in lay.fields] + cells + [r.name])
+        keys.append([None] + [number(lay.value(r, f.path)) for f in lay.fields] + mkeys + [None])
         ident = identity(r.results)
-        row = [r.name] + [_id_cell(ident, c) for c in id_cols]
-        for c in metric_cols:
-            cell = fmt_value(c.get(r), c.decimals)
-            if c.key == "nll" and nll_in_cell and cell and lookup(r.results, "test.nll_k") is not None:
-                cell += f" (K={lookup(r.results, 'test.nll_k')})"
-            row.append(cell)
-        rows.append(row)
-        csv_row = {"run": r.name, "status": r.status}
+        csv_row = {"run": r.name, "label": labels[r.path], "status": r.status}
         csv_row.update({c: ident[c] for c, _, _ in IDENTITY})
+        csv_row.update({path: lay.cell(r, path) for path in extra})
         for c in metric_cols:
             csv_row[c.key] = c.get(r)
             if c.key == "nll":
@@ -203,7 +216,8 @@ def runs_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]]:
         csv_row["steps"] = lookup(r.results, "train.steps")
         csv_row["examples_per_s"] = lookup(r.results, "train.examples_per_s")
         csv_rows.append(csv_row)
-    return Table(headers, rows, numeric), csv_rows
+    md_columns = [len(headers) - 1] + list(range(1, len(headers) - 1))
+    return Table(headers, rows, numeric, detail, grouping, keys, md_columns, lay.common_line()), csv_rows
 
 
 def group_key(run: RunRecord) -> str:
@@ -224,24 +238,30 @@ def seed_groups(runs: Sequence[RunRecord]) -> list[list[RunRecord]]:
 
 
 def seeds_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]] | None:
-    """Mean ± std over seeds of each group of runs that differ only by seed (None: no group has 2+)."""
-    groups = seed_groups(runs)
+    """Mean ± std over seeds of each group of runs that differ only by seed (None: no group has 2+), in
+    the sweep's order; the first column names the group by its grouping fields other than the seed."""
+    lay = layout(runs)
+    by_key: dict[str, list[RunRecord]] = {}
+    for r in lay.order(runs):
+        by_key.setdefault(group_key(r), []).append(r)
+    groups = list(by_key.values())
     if not any(len(g) > 1 for g in groups):
         return None
     metric_cols = metric_columns(runs)
-    id_cols = [c for c in _id_columns(runs) if c != "seed"]
+    fields = [f for f in lay.fields if f.path not in SEED_KEYS]
+    labels = lay.labels([g[0] for g in groups], skip=tuple(SEED_KEYS), empty="all runs")
     others = other_fields(runs)
-    headers = id_cols + (["other"] if others else []) + ["seeds"] + [c.header for c in metric_cols]
-    numeric = ([c in ("k", "beta", "latent_dim") for c in id_cols] + ([False] if others else []) + [True]
-               + [True] * len(metric_cols))
-    rows, csv_rows = [], []
+    headers = ["config"] + [f.header for f in fields] + ["seeds"] + [c.header for c in metric_cols]
+    numeric = [False] + [f.numeric for f in fields] + [True] * (1 + len(metric_cols))
+    detail = [False] + [f.companion for f in fields] + [False] + [not is_core(c) for c in metric_cols]
+    grouping = [False] + [not f.companion for f in fields] + [False] * (1 + len(metric_cols))
+    rows, keys, csv_rows = [], [], []
     for g in groups:
         ident = identity(g[0].results)
-        row = [_id_cell(ident, c) for c in id_cols]
-        if others:
-            row.append(other_label(g[0], others))
-        row.append(str(len(g)))
-        csv_row = {c: ident[c] for c, _, _ in IDENTITY if c != "seed"}
+        row = [labels[g[0].path]] + [lay.cell(g[0], f.path) for f in fields] + [str(len(g))]
+        key = [None] + [number(lay.value(g[0], f.path)) for f in fields] + [len(g)]
+        csv_row = {"config": labels[g[0].path]}
+        csv_row.update({c: ident[c] for c, _, _ in IDENTITY if c != "seed"})
         if others:
             csv_row["other"] = other_label(g[0], others)
         csv_row["seeds"] = " ".join(fmt_id(identity(r.results)["seed"]) for r in g)
@@ -254,12 +274,14 @@ def seeds_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict]] | None:
             if cell and n != len(g):
                 cell += f" (n={n})"
             row.append(cell)
+            key.append(mean)
             csv_row[f"{c.key}_mean"] = mean
             csv_row[f"{c.key}_std"] = std
             csv_row[f"{c.key}_n"] = n
         rows.append(row)
+        keys.append(key)
         csv_rows.append(csv_row)
-    return Table(headers, rows, numeric), csv_rows
+    return Table(headers, rows, numeric, detail, grouping, keys, None, lay.common_line()), csv_rows
 
 
 def problems_table(records: Sequence[RunRecord]) -> Table | None:
