@@ -4,6 +4,9 @@ ELBO surgery. Batches are padded and masked, so each example counts exactly once
 ``evaluate_split`` evaluates one parameter set; ``evaluate_members`` evaluates the stacked parameters of a
 vectorized group (``jaxvae.experiment.vectorized``) with one ``jax.vmap``-ped program per batch and returns the same
 dicts. Both share the batch program (``_batch_bounds_impl``; jitted: ``batch_bounds``) and the host-side reduction (``_SplitSums``).
+``per_example_bounds`` returns the per-example values behind ``evaluate_split``'s means. ``evaluate_sandwich``
+(AIS, BDMC, inference gaps) is made of ``sandwich_ais``, ``sandwich_bdmc`` and ``sandwich_gaps``, which
+``jaxvae.load_run(...).ais/bdmc/gaps`` call on their own (``jaxvae.experiment.run_diagnostics``).
 """
 
 from __future__ import annotations
@@ -249,6 +252,27 @@ def evaluate_split(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *,
     return acc.result(model, key, ks, surgery, surgery_samples, t0)
 
 
+def per_example_bounds(model: VAE, params: Params, x: np.ndarray, key: jax.Array, *, ks=(1, 5, 50, 5000),
+                       batch_size: int = 100, chunk_size: int = 100) -> dict[str, np.ndarray]:
+    """What ``evaluate_split`` averages, per example: the same batches, keys and compiled program, so the
+    values are those behind its numbers (``x`` already binarized). Keys: elbo, reconstruction, kl, iwae_K and
+    ess_K (ESS/K) for each K, and khat (PSIS k-hat at the largest K; absent when it is < 21)."""
+    model = model.in_float32()
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    batches, mask = eval_batches(np.asarray(x, np.float32), _eval_batch_size(len(x), batch_size, None))
+    parts: dict[str, list] = {}
+    for b in range(batches.shape[0]):
+        out = jax.device_get(batch_bounds(model, params, batches[b], jax.random.fold_in(key, b), ks, chunk_size,
+                                          None))
+        m = np.asarray(mask[b])
+        for name, v in out.items():
+            if name == "top_log_w":
+                parts.setdefault("khat", []).append(diagnostics.pareto_khat_from_top(np.asarray(v)[m]))
+            elif name not in ("mu", "logvar"):
+                parts.setdefault(name, []).append(np.asarray(v, np.float64)[m])
+    return {name: np.concatenate(v) for name, v in parts.items()}
+
+
 # Members evaluated in one vmapped program at most: its intermediates are members x batch x chunk x
 # (hidden or x_dim) floats, so members x batch_size x chunk_size is kept <= 8 x 100 x 100 (the default
 # eval.batch_size and eval.chunk_size give slices of 8 members; ~250 MB of intermediates for 784 pixels).
@@ -316,95 +340,3 @@ def evaluate_members(model: VAE, stacked_params: Params, xs, keys: Sequence[jax.
                 acc.add({name: jax.tree.map(lambda a: a[j], v) for name, v in out.items()}, m)
         results += [acc.result(model, keys[i], ks, surgery, surgery_samples, t0) for i, acc in zip(idx, accs)]
     return results
-
-
-# -- log p(x) sandwich: AIS, BDMC, inference gaps (jaxvae.vae.ais, jaxvae.vae.gaps; docs/ais.md) ------------
-_iwae_per_example = jax.jit(evaluation.iwae_bound_chunked, static_argnums=(0, 4, 5))
-
-
-def _iwae_examples(model: VAE, params: Params, x, key: jax.Array, k: int, batch_size: int, chunk_size: int):
-    """Per-example IWAE_k of ``x`` (host array), in padded batches."""
-    batches, mask = eval_batches(np.asarray(x, np.float32), min(batch_size, len(x)))
-    out = [np.asarray(_iwae_per_example(model, params, batches[b], jax.random.fold_in(key, b), k, chunk_size))[
-        np.asarray(mask[b])] for b in range(batches.shape[0])]
-    return np.concatenate(out)
-
-
-def _mean_se(v) -> tuple[float, float]:
-    v = np.asarray(v, np.float64)
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-
-
-def evaluate_sandwich(model: VAE, params: Params, x: np.ndarray, key: jax.Array, eval_config, *,
-                      binarize: str = "none", seed: int = 0) -> dict:
-    """The ``eval.ais`` / ``eval.bdmc`` / ``eval.gaps`` evaluations of one parameter set (each only when its
-    ``examples`` > 0) on the first test examples of ``x`` (binarized as ``evaluate_split`` does): results.json
-    entries "ais", "bdmc" and "gaps" (means, standard errors over examples, settings and wall times), with
-    IWAE at the largest ``eval.ks`` on the same examples for comparison. Empty when all are off."""
-    from jaxvae.vae import ais as ais_lib
-    from jaxvae.vae import gaps as gaps_lib
-
-    cfg_a, cfg_b, cfg_g = eval_config.ais, eval_config.bdmc, eval_config.gaps
-    if not (cfg_a.examples or cfg_b.examples or cfg_g.examples):
-        return {}
-    x = binarize_eval(np.asarray(x, np.float32), binarize, seed)
-    k_max = max(int(k) for k in eval_config.ks)
-    bs, cs = eval_config.batch_size, eval_config.chunk_size
-    hmc = dict(leapfrog_steps=cfg_a.leapfrog_steps, schedule_kind=cfg_a.schedule, step_size=cfg_a.step_size,
-               target_accept=cfg_a.target_accept, adapt_rate=cfg_a.adapt_rate)
-    keys = jax.random.split(key, 6)
-    out: dict = {}
-    ais_px = None
-    if cfg_a.examples:
-        xa = x[:cfg_a.examples]
-        t0 = time.time()
-        r = ais_lib.ais_dataset(model, params, xa, keys[0], batch_size=cfg_a.batch_size,
-                                num_steps=cfg_a.num_steps, num_chains=cfg_a.chains, init=cfg_a.init, **hmc)
-        seconds = time.time() - t0
-        t0 = time.time()
-        iw = _iwae_examples(model, params, xa, keys[1], k_max, bs, cs)
-        ais_px = r["log_px"]
-        m, se = _mean_se(ais_px)
-        out["ais"] = {
-            "examples": len(xa), "num_steps": cfg_a.num_steps, "chains": cfg_a.chains,
-            "leapfrog_steps": cfg_a.leapfrog_steps, "init": cfg_a.init, "log_px": m, "log_px_stderr": se,
-            "iwae_k": k_max, "iwae": _mean_se(iw)[0], "ais_minus_iwae": _mean_se(ais_px - iw)[0],
-            "ais_minus_iwae_stderr": _mean_se(ais_px - iw)[1], "acceptance": float(np.mean(r["acceptance"])),
-            "divergent_fraction": float(np.sum(r["divergences"]) / (len(xa) * cfg_a.chains
-                                                                   * max(cfg_a.num_steps - 1, 1))),
-            "seconds": seconds, "seconds_iwae": time.time() - t0,
-        }
-    if cfg_b.examples:
-        t0 = time.time()
-        r = ais_lib.bdmc(model, params, keys[2], cfg_b.examples, batch_size=cfg_a.batch_size,
-                         num_steps=cfg_b.num_steps, num_chains=cfg_b.chains, init=cfg_b.init, **hmc)
-        seconds = time.time() - t0
-        lo, up = r["lower"]["log_px"], r["upper"]["log_px"]
-        iw = _iwae_examples(model, params, r["x"], keys[3], k_max, bs, cs)
-        out["bdmc"] = {
-            "examples": cfg_b.examples, "num_steps": cfg_b.num_steps, "chains": cfg_b.chains, "init": cfg_b.init,
-            "lower": _mean_se(lo)[0], "upper": _mean_se(up)[0], "width": _mean_se(up - lo)[0],
-            "width_stderr": _mean_se(up - lo)[1], "iwae_k": k_max, "iwae": _mean_se(iw)[0],
-            "iwae_below_lower": _mean_se(lo - iw)[0],  # how far IWAE_k sits below the sandwich
-            "acceptance_forward": float(np.mean(r["lower"]["acceptance"])),
-            "acceptance_reverse": float(np.mean(r["upper"]["acceptance"])), "seconds": seconds,
-        }
-    if cfg_g.examples:
-        xg = x[:cfg_g.examples]
-        if ais_px is not None and len(ais_px) >= len(xg):
-            log_px, estimator = ais_px[:len(xg)], f"ais_T{cfg_a.num_steps}"
-        else:
-            log_px, estimator = _iwae_examples(model, params, xg, keys[4], k_max, bs, cs), f"iwae_{k_max}"
-        t0 = time.time()
-        g = gaps_lib.inference_gaps_dataset(
-            model, params, xg, log_px, keys[5], batch_size=cfg_g.batch_size, eval_samples=cfg_g.eval_samples,
-            num_samples=cfg_g.samples, learning_rate=cfg_g.learning_rate, max_steps=cfg_g.max_steps,
-            check_every=cfg_g.check_every, tol=cfg_g.tol)
-        out["gaps"] = {"examples": len(xg), "log_px_estimator": estimator,
-                       **{k: _mean_se(g[k])[0] for k in ("log_px", "elbo_amortized", "elbo_optimal",
-                                                         "approximation_gap", "amortization_gap", "inference_gap")},
-                       "approximation_gap_stderr": _mean_se(g["approximation_gap"])[1],
-                       "amortization_gap_stderr": _mean_se(g["amortization_gap"])[1],
-                       "steps_max": int(np.max(g["steps"])), "converged_fraction": float(np.mean(g["converged"])),
-                       "seconds": time.time() - t0}
-    return out

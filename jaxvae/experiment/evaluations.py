@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvae.experiment.building import is_linear_gaussian
-from jaxvae.experiment.eval_driver import evaluate_sandwich, evaluate_split, weight_health_lines
+from jaxvae.experiment.eval_driver import evaluate_split, weight_health_lines
+from jaxvae.experiment.sandwich import evaluate_sandwich
 from jaxvae.experiment.factor_eval import factor_metrics, rate_distortion, sample_quality
 from jaxvae.experiment.imaging import bits_per_dim_results
 from jaxvae.vae.evaluation import linear_gaussian_log_px
@@ -186,7 +187,7 @@ class ExactLogPx(Evaluation):
 
 
 class Sandwich(Evaluation):
-    """eval.ais / eval.bdmc / eval.gaps (``eval_driver.evaluate_sandwich``): AIS log p(x) against IWAE_Kmax,
+    """eval.ais / eval.bdmc / eval.gaps (``sandwich.evaluate_sandwich``): AIS log p(x) against IWAE_Kmax,
     the BDMC interval around log p(x), and the approximation / amortization gap split."""
 
     name = "sandwich"

@@ -8,6 +8,9 @@
     run.bounds(x[:100], ks=(1, 50))          # test ELBO, IWAE_K, active units, ...
     run.log_likelihood(x[:10], k=5000)       # per-example log p(x) estimates (IWAE_5000)
     run.evaluate()                           # results.json's "test" numbers, recomputed (same key)
+    run.ais(); run.bdmc(); run.gaps()        # the log p(x) sandwich and the inference-gap split
+    run.weight_health(); run.snr(ks=(1, 8, 64))  # ESS/K and k-hat of the weights; gradient SNR against K
+    run                                      # in a notebook: a table (name, model, objective, test numbers)
 
 Everything runs through the same pure functions as training and evaluation (``jaxvae.vae``); the
 parameters are a plain pytree (``run.params``) and the model a hashable ``VAE`` (``run.model``).
@@ -133,6 +136,85 @@ class Run:
         """results.json of the run (None while it is unfinished)."""
         path = self.workdir / "results.json"
         return json.loads(path.read_text()) if path.exists() else None
+
+    # -- the log p(x) sandwich and the diagnostics (jaxvae.experiment.run_diagnostics; docs/ais.md) -------
+    # Defaults: the config's eval.* settings and the run's own keys, so that on the examples the run used
+    # they give results.json's test.ais / test.bdmc / test.gaps / test.ess / test.pareto_k numbers.
+    def eval_examples(self) -> np.ndarray:
+        """``test_data()`` as the final evaluation scored it: binarized once with the evaluation's seed when
+        data.binarize is dynamic (what ``ais``, ``gaps`` and ``weight_health`` draw their defaults from)."""
+        from jaxvae.experiment.run_diagnostics import eval_examples
+
+        return eval_examples(self)
+
+    def ais(self, x=None, *, num_steps: int | None = None, chains: int | None = None, init: str | None = None,
+            key: jax.Array | int | None = None, iwae_k: int | None = None, **settings):
+        """AIS estimates of log p(x) (stochastic lower bounds; Neal 2001, Wu et al. 2017) and IWAE_iwae_k on the
+        same examples: an ``AISEstimate`` (per-example ``log_px``, ``iwae``, ``acceptance``; ``mean``,
+        ``stderr``; ``entry``: results.json's form).
+
+        ``x``: examples as the model scores them (binarized; default: the first eval.ais.examples of
+        ``eval_examples()``, 100 when that is 0). ``num_steps`` (T), ``chains``, ``init`` ("encoder" |
+        "prior") and ``settings`` (leapfrog_steps, schedule, step_size, target_accept, adapt_rate, batch_size):
+        default eval.ais.*. ``iwae_k``: default the largest eval.ks. ``key``: default the run's own."""
+        from jaxvae.experiment.run_diagnostics import run_ais
+
+        return run_ais(self, x, key=key, iwae_k=iwae_k, num_steps=num_steps, chains=chains, init=init, **settings)
+
+    def bdmc(self, n: int | None = None, *, num_steps: int | None = None, chains: int | None = None,
+             init: str | None = None, key: jax.Array | int | None = None, iwae_k: int | None = None, **settings):
+        """BDMC (Grosse et al. 2015) on ``n`` examples simulated from the model: forward-AIS lower and
+        reverse-AIS upper bounds of each one's log p(x), a ``BDMCInterval`` (per-example ``lower``, ``upper``,
+        ``width``, the simulated ``x``; ``mean``/``stderr`` of the width). Defaults: eval.bdmc.* (``n``: its
+        examples, 100 when 0); HMC settings (``settings``: leapfrog_steps, batch_size) from eval.ais."""
+        from jaxvae.experiment.run_diagnostics import run_bdmc
+
+        return run_bdmc(self, n, key=key, iwae_k=iwae_k, num_steps=num_steps, chains=chains, init=init, **settings)
+
+    def gaps(self, x=None, *, log_px=None, key: jax.Array | int | None = None, iwae_k: int | None = None,
+             **settings):
+        """The inference gap log p(x) - ELBO split into approximation and amortization parts (Cremer et al.
+        2018): an ``InferenceGaps`` (per-example ``approximation_gap``, ``amortization_gap``, ``inference_gap``,
+        ``elbo_optimal``, ...). ``x``: default the first eval.gaps.examples of ``eval_examples()`` (100 when
+        0). ``log_px``: an ``AISEstimate`` covering x (e.g. ``run.ais(x)``), per-example values, "iwae"
+        (IWAE at ``iwae_k``, default the largest eval.ks), or None: as the run's evaluation does, AIS with
+        the run's settings when eval.ais.examples covers x, else IWAE. ``settings``: eval.gaps.* (samples,
+        eval_samples, learning_rate, max_steps, check_every, tol, batch_size)."""
+        from jaxvae.experiment.run_diagnostics import run_gaps
+
+        return run_gaps(self, x, log_px=log_px, key=key, iwae_k=iwae_k, **settings)
+
+    def weight_health(self, x=None, k: int | None = None, *, key: jax.Array | int | None = None):
+        """The importance weights of IWAE_k per example: ESS/K and PSIS Pareto k-hat (k >= 21), a
+        ``WeightHealth``. Defaults (x: ``eval_examples()``, k: the largest eval.ks, key: the test key) draw
+        the weights of the run's own evaluation, so ``entry`` equals results.json's test "ess" and
+        "pareto_k"."""
+        from jaxvae.experiment.run_diagnostics import run_weight_health
+
+        return run_weight_health(self, x, k, key=key)
+
+    def snr(self, x=None, ks: Sequence[int] = (1, 4, 16, 64, 256),
+            estimators: Sequence[str] = ("iwae", "iwae_dreg", "miwae", "piwae", "ciwae", "rws"), *,
+            num_draws: int = 100, key: jax.Array | int = 0, **options):
+        """Gradient signal-to-noise ratio against K per estimator (Rainforth et al. 2018), as
+        ``python -m jaxvae.diagnose`` computes it (same defaults; with x None, the same batch: the first
+        ``batch`` = 20 test examples binarized with the seed ``key``): a ``GradientSNR`` (``table``,
+        ``curve(estimator, network)``). ``options``: m, beta_ciwae, chunk, batch."""
+        from jaxvae.experiment.run_diagnostics import run_snr
+
+        return run_snr(self, x, ks, estimators, num_draws=num_draws, key=key, **options)
+
+    # -- display -------------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        from jaxvae.experiment.run_diagnostics import run_text
+
+        return run_text(self)
+
+    def _repr_html_(self) -> str:
+        """A notebook shows a run as a table: name, model, objective, status, results.json's test numbers."""
+        from jaxvae.experiment.run_diagnostics import run_html
+
+        return run_html(self)
 
 
 def _encode(model, params, x):

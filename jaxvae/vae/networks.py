@@ -10,7 +10,6 @@ import math
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 ACTIVATIONS = {
