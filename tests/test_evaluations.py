@@ -1,6 +1,6 @@
-"""Registered evaluations (issue 27 item 3): the sandwich's numbers reach the printed summary, a custom
-evaluation registered in a few lines runs for runs and for load_run().evaluate(), and the PSIS warning says
-what it means for the NLL column and points to AIS."""
+"""Registered evaluations (issue 27 item 3): a custom evaluation registered in a few lines runs for runs and
+for load_run().evaluate(), and the PSIS warning says what it means for the NLL column and points to AIS. (The
+sandwich's numbers in the printed summary: tests/test_run_api.py, which computes them once for both.)"""
 
 from __future__ import annotations
 
@@ -12,35 +12,6 @@ import pytest
 import jaxvae
 from jaxvae.experiment import evaluations as ev
 from jaxvae.experiment.eval_driver import weight_health_lines
-
-
-def test_summary_shows_ais_bdmc_and_gaps_when_they_ran(resume_reference):
-    """A finished quickstart run evaluated again with eval.ais / eval.bdmc / eval.gaps switched on (small
-    settings): results.json's entries and the printed summary carry the same numbers."""
-    run = jaxvae.load_run(resume_reference, checkpoint="latest")
-    config = run.config.copy_and_resolve_references()
-    for part, opts in {"ais": dict(examples=4, num_steps=10, chains=4, batch_size=4),
-                       "bdmc": dict(examples=2, num_steps=10, chains=2),
-                       "gaps": dict(examples=4, max_steps=20, check_every=10, batch_size=4)}.items():
-        for k, v in opts.items():
-            config.eval[part][k] = v
-    config.eval.images = False
-    names = [e.name for e in ev.evaluations_for(config, run.model)]
-    assert "sandwich" in names and names.index("bounds") < names.index("sandwich")
-    r = ev.final_results(config, run.model, run.params, run.dataset, resume_reference)
-    r["train"] = json.loads((resume_reference / "results.json").read_text())["train"]
-    t = r["test"]
-    assert t["ais"]["examples"] == 4 and t["bdmc"]["examples"] == 2 and t["gaps"]["examples"] == 4
-    assert t["bdmc"]["lower"] <= t["bdmc"]["upper"] + 1.0  # 10-step sandwich: loose, but around log p(x)
-    text = ev.format_results(r)
-    assert f"{t['ais']['log_px']:.3f}" in text and "AIS log p(x) (4 ex., T=10)" in text
-    assert f"{t['ais']['ais_minus_iwae']:.3f}" in text
-    assert f"[{t['bdmc']['lower']:.3f}, {t['bdmc']['upper']:.3f}]" in text and f"{t['bdmc']['width']:.3f}" in text
-    assert f"{t['gaps']['approximation_gap']:.3f}" in text and f"{t['gaps']['amortization_gap']:.3f}" in text
-    # without the sandwich the summary has none of those rows
-    plain = json.loads((resume_reference / "results.json").read_text())
-    assert "AIS log p(x)" not in ev.format_results(plain) and "BDMC" not in ev.format_results(plain)
-    assert "test IWAE_50" in ev.format_results(plain)
 
 
 class _MeanPixel(ev.Evaluation):

@@ -106,3 +106,21 @@ def test_a_run_shows_itself_as_a_table(resume_reference):
                  f"{t['elbo']:.3f}", "active units"):
         assert text in page and text in repr(run), text
     assert "latent 8" in page and "<script" not in page
+
+
+def test_summary_shows_ais_bdmc_and_gaps_when_they_ran(sandwich_run, resume_reference):
+    """Issue 27 item 3: with eval.ais / eval.bdmc / eval.gaps switched on, the registered sandwich evaluation
+    runs after the bounds, and the printed summary carries the same numbers as results.json's entries."""
+    run, test = sandwich_run
+    names = [e.name for e in ev.evaluations_for(run.config, run.model)]
+    assert "sandwich" in names and names.index("bounds") < names.index("sandwich")
+    r = json.loads((resume_reference / "results.json").read_text())
+    plain = ev.format_results(r)
+    assert "AIS log p(x)" not in plain and "BDMC" not in plain and "test IWAE_50" in plain
+    r["test"].update(test)
+    t, text = r["test"], ev.format_results(r)
+    assert f"{t['ais']['log_px']:.3f}" in text and "AIS log p(x) (4 ex., T=10)" in text
+    assert f"{t['ais']['ais_minus_iwae']:.3f}" in text
+    assert f"[{t['bdmc']['lower']:.3f}, {t['bdmc']['upper']:.3f}]" in text and f"{t['bdmc']['width']:.3f}" in text
+    assert f"{t['gaps']['approximation_gap']:.3f}" in text and f"{t['gaps']['amortization_gap']:.3f}" in text
+
