@@ -173,10 +173,12 @@ def steps_for(batch_size: int, k: int, target_flop: float, max_examples: int) ->
     return steps
 
 
-def bench_train(batch_size: int, objective: str, k: int, steps: int, reps: int, seed: int = 0) -> dict:
-    """Examples/s of jaxvae's fused runner: each timed call is one whole epoch of ``steps`` steps."""
+def bench_train(batch_size: int, objective: str, k: int, steps: int, reps: int, seed: int = 0,
+                model: VAE | None = None) -> dict:
+    """Examples/s of jaxvae's fused runner: each timed call is one whole epoch of ``steps`` steps
+    (``model``: default the IWAE-paper MLP, ``make_model()``)."""
     config = iwae_mnist_config(batch_size, objective, k)
-    model = make_model()
+    model = model or make_model()
     n_train = steps * batch_size
     x_train = jax.device_put(random_binary(n_train, seed))
     schedule, _ = train_lib.learning_rate_schedule(config, steps)
@@ -204,8 +206,11 @@ def bench_train(batch_size: int, objective: str, k: int, steps: int, reps: int, 
 
 
 # -- 3. evaluation ---------------------------------------------------------------------------------
+MNIST_NPZ = ROOT.parent / "shared" / "data" / "binarized_mnist.npz"  # --mnist FILE overrides it
+
+
 def load_test_images(n: int) -> tuple[np.ndarray, str]:
-    path = ROOT.parent / "shared" / "data" / "binarized_mnist.npz"
+    path = Path(MNIST_NPZ)
     if path.exists():
         x = np.load(path)["test"].astype(np.float32)
         return x[:n], f"binarized MNIST test split ({path.name})"
@@ -233,9 +238,21 @@ def eval_memory_analysis(model, params, x, batch_size: int, chunk_size: int, k: 
             if hasattr(ma, name)}
 
 
+def device_memory() -> dict | None:
+    """Bytes in use and the peak so far on the first device (``memory_stats()``: GPU/TPU; None on CPU)."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - not every backend has it
+        return None
+    if not stats:
+        return None
+    return {k: int(stats[k]) for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit") if k in stats}
+
+
 def bench_eval(model, params, x: np.ndarray, batch_size: int, chunk_size: int, k: int = 5000) -> dict:
     """Seconds of ``evaluate_split`` (the runner's test-set path) for IWAE_K alone, after a warm-up
-    on one batch (compile), with the process's peak RSS growth during the timed call."""
+    on one batch (compile), with the process's peak RSS growth during the timed call and, on an
+    accelerator, the device's peak bytes in use after it (the process's peak so far: JAX has no reset)."""
     warm = x[:batch_size]
     evaluate_split(model, params, warm, jax.random.key(1), ks=(k,), batch_size=batch_size,
                    chunk_size=chunk_size, surgery=False)
@@ -247,14 +264,23 @@ def bench_eval(model, params, x: np.ndarray, batch_size: int, chunk_size: int, k
     fl = eval_flops(len(x), k)
     return {"batch_size": batch_size, "chunk_size": chunk_size, "k": k, "examples": len(x),
             "seconds": wall, "cpu_seconds": cpu, "flop": fl, "flop_per_s": fl / wall,
-            "flop_per_cpu_s": fl / cpu, "peak_rss_delta_bytes": rss.delta, "nll": res["nll"]}
+            "flop_per_cpu_s": fl / cpu, "peak_rss_delta_bytes": rss.delta, "nll": res["nll"],
+            "device_memory": device_memory()}
 
 
 # -- 4. torch reference ----------------------------------------------------------------------------
+def torch_device() -> str:
+    """"cuda" when torch sees a GPU (the reference then runs there, as jaxvae does), else "cpu"."""
+    torch = _torch()
+    return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
+
+
 def torch_reference(batch_size: int, objective: str, k: int, threads: int, target_s: float, reps: int,
-                    seed: int = 0) -> dict | None:
+                    seed: int = 0, device: str = "cpu") -> dict | None:
     """The same model, loss and Adam step written plainly in PyTorch eager mode, same data path
-    (an on-memory binary training set, one permutation per epoch, batches gathered by index)."""
+    (an on-memory binary training set, one permutation per epoch, batches gathered by index), on
+    ``device``. On CUDA, float32 matmuls may use TF32 (``set_float32_matmul_precision("high")``), as XLA's
+    default precision does on GPUs from Ampere on, and each timed call ends with a synchronize."""
     torch = _torch()
     if torch is None:
         return None
@@ -262,6 +288,10 @@ def torch_reference(batch_size: int, objective: str, k: int, threads: int, targe
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    cuda = device == "cuda"
+    if cuda:
+        torch.set_float32_matmul_precision("high")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     lin = torch.nn.Linear
 
     class Net(torch.nn.Module):
@@ -273,7 +303,7 @@ def torch_reference(batch_size: int, objective: str, k: int, threads: int, targe
         def loss(self, x):
             h = torch.tanh(self.e2(torch.tanh(self.e1(x))))
             mu, logvar = self.eh(h).chunk(2, -1)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn((k,) + mu.shape)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn((k,) + mu.shape, device=mu.device)
             logits = self.do(torch.tanh(self.d2(torch.tanh(self.d1(z)))))
             ll = -torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, x.expand_as(logits), reduction="none").sum(-1)
@@ -285,15 +315,15 @@ def torch_reference(batch_size: int, objective: str, k: int, threads: int, targe
             log_w = ll + log_pz - log_q
             return -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
 
-    net = Net()
+    net = Net().to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
     n = max(batch_size * 50, 5000)
-    x_train = torch.from_numpy(random_binary(n, seed))
-    pos = {"perm": torch.randperm(n), "i": 0}
+    x_train = torch.from_numpy(random_binary(n, seed)).to(device)
+    pos = {"perm": torch.randperm(n, device=device), "i": 0}
 
     def step():
         if (pos["i"] + 1) * batch_size > n:
-            pos["perm"], pos["i"] = torch.randperm(n), 0
+            pos["perm"], pos["i"] = torch.randperm(n, device=device), 0
         idx = pos["perm"][pos["i"] * batch_size:(pos["i"] + 1) * batch_size]
         pos["i"] += 1
         opt.zero_grad(set_to_none=True)
@@ -301,20 +331,27 @@ def torch_reference(batch_size: int, objective: str, k: int, threads: int, targe
         loss.backward()
         opt.step()
 
-    step()  # warm-up (allocations, thread pool)
+    step()  # warm-up (allocations, thread pool, CUDA kernels)
+    sync()
     t = time.perf_counter()
     step()
+    sync()
     one = max(time.perf_counter() - t, 1e-5)
     if one < target_s / 20:  # a few more warm-up steps when they are cheap
         for _ in range(3):
             step()
+        sync()
         t = time.perf_counter()
-        step()
-        one = max(time.perf_counter() - t, 1e-5)
-    steps = int(np.clip(round(target_s / one), 1, 2000))
-    walls, cpus = timed(lambda: [step() for _ in range(steps)], reps)
+        for _ in range(5):
+            step()
+        sync()
+        one = max((time.perf_counter() - t) / 5, 1e-5)
+    steps = int(np.clip(round(target_s / one), 1, 5000 if cuda else 2000))
+    walls, cpus = timed(lambda: ([step() for _ in range(steps)], sync()), reps)
     rec = rate_record(float(steps * batch_size), walls, cpus, "examples")
-    rec.update(threads=threads, steps=steps, torch=torch.__version__)
+    rec.update(threads=threads, steps=steps, torch=torch.__version__, device=device)
+    if cuda:
+        rec.update(gpu=torch.cuda.get_device_name(0), tf32_matmul=True)
     return rec
 
 
@@ -405,6 +442,7 @@ def evaluate_targets(results: dict) -> dict:
 
 # -- main ------------------------------------------------------------------------------------------
 def main(argv=None) -> dict:
+    global MNIST_NPZ
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="batch 100 only, few steps, eval on 500 examples")
     ap.add_argument("--tiny", action="store_true",
@@ -419,9 +457,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip", nargs="*", default=[], choices=["eval", "train", "torch"])
     ap.add_argument("--device-info", action="store_true", help="print the machine description and exit")
     ap.add_argument("--out", type=str, default=None, help="JSON path (default benchmarks/results/results_<platform>.json)")
+    ap.add_argument("--mnist", default=None, help=f"binarized_mnist.npz for the evaluation (default {MNIST_NPZ})")
+    ap.add_argument("--eval-configs", nargs="*", default=None, metavar="BATCH:CHUNK",
+                    help="(batch, chunk) sizes the evaluation tries before the main run (default: 4 CPU sizes)")
+    ap.add_argument("--eval-search-examples", type=int, default=None, help="test images of each try (default 200)")
+    ap.add_argument("--torch-target-s", type=float, default=None, help="seconds per timed torch call (default 1)")
+    ap.add_argument("--torch-reps", type=int, default=None, help="timed torch calls per figure (default 5)")
     args = ap.parse_args(argv)
+    if args.mnist:
+        MNIST_NPZ = Path(args.mnist)
 
     info = device_info()
+    out = Path(args.out) if args.out else None
     if args.device_info:
         print(json.dumps(info, indent=2))
         return {"device_info": info}
@@ -450,9 +497,11 @@ def main(argv=None) -> dict:
         x_all, source = load_test_images(100 if tiny else 10000)
         params = eval_params(model, x_all)
         rss0 = max_rss_bytes()
-        search_x = x_all[:20 if tiny else 100 if quick else 200]
+        search_x = x_all[:args.eval_search_examples or (20 if tiny else 100 if quick else 200)]
         combos = ([(10, 10)] if tiny else [(100, 500), (100, 100)] if quick
                   else [(100, 500), (100, 100), (100, 1000), (500, 100)])
+        if args.eval_configs:
+            combos = [tuple(int(v) for v in c.split(":")) for c in args.eval_configs]
         search = []
         for b, c in combos:
             r = bench_eval(model, params, search_x, b, c, eval_k)
@@ -486,12 +535,31 @@ def main(argv=None) -> dict:
         results["eval"]["memory_bytes"] = max(
             best["peak_rss_delta_bytes"], main_r["peak_rss_delta_bytes"],
             (results["eval"]["memory_analysis"] or {}).get("temp_size_in_bytes", 0))
+        results["eval"]["device_memory"] = device_memory()  # on an accelerator: the peak over every try
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(dict(results, partial=True), indent=1, default=float))
 
     # 2. training, each configuration followed at once by its torch reference (4), so that both see
     # about the same machine load
     have_torch = "torch" not in args.skip and _torch() is not None
     if "torch" not in args.skip and not have_torch:
         say("torch is not installed: skipping the PyTorch reference (pip install -e '.[bench]')")
+    tdev = torch_device() if have_torch else None
+    results["torch_device"] = tdev
+
+    def torch_rows(r, b, obj, k):
+        refs = []
+        for th in ([threads] if tdev == "cuda" else sorted({threads, 1})):
+            t = torch_reference(b, obj, k, th, target_s=args.torch_target_s or (0.5 if quick else 1.0),
+                                reps=args.torch_reps or (3 if quick else 5), device=tdev)
+            refs.append(t)
+            say(f"  torch {tdev} threads={th}: {t['examples_per_s']:,.0f} ex/s")
+        r["torch"] = refs
+        r["torch_same_threads"] = [t for t in refs if t["threads"] == threads][0]
+        # the faster of the thread settings: the stricter reference on a loaded machine
+        r["torch_best"] = max(refs, key=lambda t: t["examples_per_s"])
+
     if "train" not in args.skip:
         target = 2e7 if tiny else 1.5e9 if quick else 4.0e10  # matmul FLOPs per timed dispatch
         max_examples = 200 if tiny else 5000 if quick else 50000
@@ -503,17 +571,11 @@ def main(argv=None) -> dict:
                 say(f"train b={b} {obj} k={k}: {r['examples_per_s']:,.0f} ex/s, "
                     f"{r['flop_per_s'] / 1e9:.1f} GFLOP/s ({steps} steps, first call {r['first_call_s']:.1f} s)")
                 results["train"].append(r)
-                if not have_torch:
-                    continue
-                refs = []
-                for th in sorted({threads, 1}):
-                    t = torch_reference(b, obj, k, th, target_s=0.5 if quick else 1.0, reps=3 if quick else 5)
-                    refs.append(t)
-                    say(f"  torch threads={th}: {t['examples_per_s']:,.0f} ex/s")
-                r["torch"] = refs
-                r["torch_same_threads"] = [t for t in refs if t["threads"] == threads][0]
-                # the faster of the thread settings: the stricter reference on a loaded machine
-                r["torch_best"] = max(refs, key=lambda t: t["examples_per_s"])
+                if have_torch:
+                    torch_rows(r, b, obj, k)
+                if out is not None:  # what is measured so far survives a time limit
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_text(json.dumps(dict(results, partial=True), indent=1, default=float))
 
     # peak again: the machine's load may have changed; the larger of the two is the reference
     end = matmul_peak([results["peak"]["start"]["best_size"]], reps=3 if quick else 5)
@@ -531,7 +593,7 @@ def main(argv=None) -> dict:
     results["total_seconds"] = time.perf_counter() - t_begin
     say("")
     results["table"] = print_table(results)
-    out = Path(args.out) if args.out else RESULTS / f"results_{info['platform']}{'_quick' if quick else ''}.json"
+    out = out or RESULTS / f"results_{info['platform']}{'_quick' if quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=float))
     say(f"\nwrote {out} ({results['total_seconds']:.0f} s in all)")

@@ -63,6 +63,13 @@ def cpu_signature() -> str:
     return model + " | " + hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16]
 
 
+def jaxlib_version() -> str:
+    """XLA's code generation (so the last bits of every number) also changes between jaxlib releases."""
+    import jaxlib
+
+    return jaxlib.__version__
+
+
 def workdir_numbers(config, workdir: Path, final_params) -> dict:
     """The numbers of one finished (or failed) run's workdir: results.json, the training curve and the final
     parameters' digest. ``final_params(config, workdir) -> (params tree, step)``."""
@@ -88,6 +95,7 @@ def collect(runs, final_params) -> dict:
     solo0 = runs["root"] / "solo0"
     return {
         "cpu": cpu_signature(),
+        "jaxlib": jaxlib_version(),
         "solo": workdir_numbers(runs["configs"][0], solo0, final_params),
         "group": [workdir_numbers(c, wd, final_params) for c, wd in zip(runs["configs"], runs["group_dirs"])],
         "evaluate": numbers(load_run(solo0, "latest").evaluate()),
@@ -99,7 +107,7 @@ def compare(got, want, path: str = "", exact: bool = True) -> list[str]:
     if isinstance(want, dict):
         if not isinstance(got, dict) or set(got) != set(want):
             return [f"{path}: keys {sorted(got) if isinstance(got, dict) else got} vs {sorted(want)}"]
-        return [d for k in want if k != "cpu" for d in compare(got[k], want[k], f"{path}.{k}", exact)]
+        return [d for k in want if k not in ("cpu", "jaxlib") for d in compare(got[k], want[k], f"{path}.{k}", exact)]
     if isinstance(want, list):
         if not isinstance(got, list) or len(got) != len(want):
             return [f"{path}: {got} vs {want}"]

@@ -62,7 +62,11 @@ def test_ais_converges_to_exact_log_px_and_adapts_its_step(linear_gaussian):
     exact_wide = np.asarray(linear_gaussian_log_px(lg.model, wide, jnp.asarray(lg.x)))
     assert np.all(np.isfinite(r.log_px)) and np.all(np.isfinite(r.log_w))
     assert np.all(np.asarray(r.step_size) < 0.05)
-    assert np.all(np.asarray(r.log_px) <= exact_wide + 0.5)
+    # A lower bound in expectation (E[p_hat] = p(x)): one example's estimate can overshoot by 1-2.6 nats here
+    # (keys 7-14 on jax 0.10 and 0.11, whose HMC trajectories differ by float32 rounding), the mean does not
+    # (-1 to -3.3 nats over those keys).
+    excess = np.asarray(r.log_px, np.float64) - exact_wide
+    assert np.mean(excess) <= 0.0 and np.all(excess <= 3.0), excess
 
 
 def test_bdmc_sandwiches_exact_log_px_and_narrows_with_t(linear_gaussian):
