@@ -87,6 +87,7 @@ def test_device_check_tiny_env_and_ais(tmp_path, run_env):
     assert "## AIS" in (tmp_path / "out" / "summary.md").read_text()
 
 
+@pytest.mark.slow  # 21 s; the env + AIS steps above stay in the default run (the CI budget, tests/README.md)
 def test_device_check_tiny_bf16_and_two_layers(tmp_path, run_env):
     summary = _device_check(tmp_path, run_env, "bf16", "hier")
     bf16 = _result(summary, "bf16")

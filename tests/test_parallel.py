@@ -54,6 +54,7 @@ SCRIPT = textwrap.dedent(r'''
 ''')
 
 
+@pytest.mark.slow  # 21 s; tests/test_device_counts.py's 4-device run (data-parallel, end to end) is the default sibling
 def test_four_devices_equal_one_device(tmp_path):
     env = env_with_xla_flags()
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env,
