@@ -94,3 +94,32 @@ def test_quickstart_batch_on_four_devices_equals_one_device(tmp_path):
 @pytest.mark.parametrize("devices", [2, 3, 8])
 def test_solo_and_group_on_any_device_count_equal_one_device(tmp_path, devices):
     _check(_run(tmp_path, devices, "solo,group"), devices, "solo,group")
+
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.slow  # two short MNIST runs per device count: 3-4 min in all each; skipped without the shared data
+@pytest.mark.skipif(not (SHARED_DATA / "binarized_mnist.npz").exists(), reason="needs ../shared/data")
+@pytest.mark.parametrize("devices", [3, 8])
+def test_iwae_mnist_short_run_on_any_device_count_equals_one_device(tmp_path, devices):
+    """experiments/iwae_mnist.py unchanged (batch 20) at a short budget (0.0001 of the 3280 passes: 820
+    steps), once on one device and once with parallel.num_devices=0 on forced devices: 3 -> 2 of them, 8 -> 5."""
+    env = env_with_xla_flags(f"--xla_force_host_platform_device_count={devices}")
+    used = {3: 2, 8: 5}[devices]
+    out = {}
+    for nd in (1, 0):
+        wd = tmp_path / f"nd{nd}"
+        p = subprocess.run(
+            [sys.executable, "-m", "jaxvae.main", "--config=experiments/iwae_mnist.py", f"--workdir={wd}",
+             "--config.train.budget=0.0001", f"--config.parallel.num_devices={nd}",
+             f"--config.data.manual_dir={SHARED_DATA}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+             "--config.eval.ks=(1,5)", "--config.eval.max_examples=200", "--config.eval.valid_examples=200",
+             "--config.eval.images=False"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, p.stderr[-3000:]
+        note = f"data-parallel over {used} of {devices} devices: batch 20"
+        assert (note in p.stdout) == (nd == 0), p.stdout[-2000:]
+        out[nd] = json.loads((wd / "results.json").read_text())["test"]
+    for k, v in out[1]["iwae"].items():
+        assert _close(out[0]["iwae"][k], v), (out[0]["iwae"], out[1]["iwae"])
+    assert _close(out[0]["elbo"], out[1]["elbo"])
