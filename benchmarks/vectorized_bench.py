@@ -83,7 +83,7 @@ def stream_bandwidth(mib: int = 256, reps: int = 5) -> float:
 
 
 def bench(objective: str, sizes, steps: int, repeats: int, n_train: int, peak: float, bandwidth: float,
-          devices: int):
+          devices: int, member_shards: int = 0):
     c = config_for(objective)
     rng = np.random.default_rng(0)
     x_host = (rng.random((n_train, 784)) < 0.3).astype(np.float32)
@@ -115,7 +115,7 @@ def bench(objective: str, sizes, steps: int, repeats: int, n_train: int, peak: f
 
         best_seq = common.best_time(sequential, repeats)
         # vectorized: one vmapped program over the n members (member axis split over the devices)
-        mesh = parallel.make_group_mesh(devices, n, 0) if devices > 1 else None
+        mesh = parallel.make_group_mesh(devices, n, member_shards) if devices > 1 else None
         shards = parallel.member_shards(mesh) if mesh is not None else 1
         group = make_group_steps(model, c, tx, tx_for, spe, c.train.batch_size, mesh, False)
         put = (lambda t: parallel.put(t, parallel.member_sharded(mesh))) if mesh is not None else (lambda t: t)
@@ -151,6 +151,9 @@ def main():
     p.add_argument("--run-steps", type=float, default=500, help="steps of one 'run' for the runs/hour column")
     p.add_argument("--devices", type=int, default=1,
                    help="split the member axis over this many devices (on CPU: forced host devices)")
+    p.add_argument("--member-shards", type=int, default=0,
+                   help="device groups along the member axis (0: gcd(members, devices), members first; 1: every "
+                        "member data-parallel over all --devices)")
     p.add_argument("--out", default="", help="also write the rows as JSON here")
     p.add_argument("--peak-sizes", default="1024,2048", help="matmul sizes of the peak measurement")
     p.add_argument("--bandwidth-mib", type=int, default=256, help="buffer size of the bandwidth measurement")
@@ -164,7 +167,8 @@ def main():
     print(f"# matmul peak {peak / 1e9:.1f} GFLOP/s; streaming bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
     rows = []
     for obj in a.objectives.split(","):
-        rows += bench(obj, sizes, a.steps, a.repeats, a.train_examples, peak, bandwidth, a.devices)
+        rows += bench(obj, sizes, a.steps, a.repeats, a.train_examples, peak, bandwidth, a.devices,
+                      a.member_shards)
     peak2 = matmul_peak(peak_sizes, 3)["flop_per_s"]
     if a.out:
         Path(a.out).write_text(json.dumps({"device_info": common.finish(info),
