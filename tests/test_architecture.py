@@ -358,8 +358,7 @@ def test_no_module_uses_another_modules_private_names():
         aliases = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                aliases |= {(a.asname or a.name).split(".")[0] if not a.asname else a.asname
-                            for a in node.names if a.name.startswith("jaxvae")}
+                aliases |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("jaxvae")}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxvae"):
                 for a in node.names:
                     if a.name.startswith("_") and not a.name.startswith("__"):

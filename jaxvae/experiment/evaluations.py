@@ -358,7 +358,6 @@ def final_results(config, model, params, dataset, workdir: Path, *, bounds: dict
 def format_results(r: dict) -> str:
     """The printed summary: every evaluation's lines (those that ran, i.e. left entries in ``r``), then the
     training time; (label, value) rows aligned into one table."""
-    config_dict = r.get("config") or {}
     items = []
     for ev in EVALUATIONS.values():
         try:
@@ -376,5 +375,4 @@ def format_results(r: dict) -> str:
             shown = f"{v:.3f}" if isinstance(v, float) else str(v)
             lines.append(f"  {name:<{width}}  {shown:>12}")
     lines += [i for i in items if not isinstance(i, tuple)]
-    del config_dict
     return "\n".join(lines)

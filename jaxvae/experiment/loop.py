@@ -248,11 +248,12 @@ def _train_members(configs, workdirs, allow_config_change, log, stop_hook, vecto
         log("members differ in: " + ", ".join(differ))
     t_start = time.time()
 
-    def save(m, step, valid_bound=None):
+    def save(m, step, valid_bound=None, state=None):
         m.last_good = step
         write_progress(m.workdir, step, m.progress, time.time() - t_start, m.train_seconds, m.trained_examples,
                        m.valid_result)  # before the checkpoint (write_progress says why)
-        m.ckpts.save(step, program.member_state(m.i)._asdict(), valid_bound)
+        state = program.member_state(m.i) if state is None else state
+        m.ckpts.save(step, state._asdict(), valid_bound)
 
     def running():
         return [m for m in members if m.state == "running" and m.step < total_steps]
@@ -350,14 +351,14 @@ def _after_dispatch(m, d, num, dt, valid_now, program, model, mesh, save, log, t
                   m.trained_examples, m.train_seconds, label=m.prefix, rate_unit="ex/s per run" if grouped else "ex/s")
         m.next_log = next_log_step(step, c.train.log_every_steps)
     need_valid, need_save = due_after(c, step, steps_per_epoch, total_steps)
-    valid_bound = None
-    if need_valid:
-        m.valid_result = (valid_now[m.i] if m.i in valid_now
-                          else validate(c, model, program.member_state(m.i).params, m.dataset, mesh))
-        valid_bound = m.valid_result["iwae"][str(c.eval.valid_k)]
-        m.writer.write(step, "valid", **{f"iwae_{c.eval.valid_k}": valid_bound})
-    if need_save:
-        save(m, step, valid_bound)
+    if need_save:  # (a validation is always followed by a checkpoint: one gather of the member's state)
+        state, valid_bound = program.member_state(m.i), None
+        if need_valid:
+            m.valid_result = (valid_now[m.i] if m.i in valid_now
+                              else validate(c, model, state.params, m.dataset, mesh))
+            valid_bound = m.valid_result["iwae"][str(c.eval.valid_k)]
+            m.writer.write(step, "valid", **{f"iwae_{c.eval.valid_k}": valid_bound})
+        save(m, step, valid_bound, state)
     write_status(m.workdir, "running", step, f"epoch {step / steps_per_epoch:.1f}"
                  + (f" (vectorized group of {n})" if grouped else ""))
 
