@@ -11,7 +11,7 @@ import dataclasses
 import os
 import sys
 
-from jaxvae.sweeps.report import beta, paper_tables
+from jaxvae.sweeps.report import beta, objectives, paper_tables
 from jaxvae.sweeps.report.html_page import html_page
 from jaxvae.sweeps.report.loading import RunRecord, load_runs
 from jaxvae.sweeps.report.plots import (plot_bound_vs_k, plot_curves, plot_gaps, plot_nll_vs_flow_length, plot_sandwich,
@@ -42,6 +42,7 @@ class Report:
     problems: Table | None
     plots: list[tuple[str, str]]  # (file name, title)
     papers: list = dataclasses.field(default_factory=list)  # jaxvae.sweeps.report.paper_tables sections
+    objectives: tuple | None = None  # jaxvae.sweeps.report.objectives: (table, CSV rows, note) or None
 
     def markdown(self) -> str:
         finished = [r for r in self.records if r.finished]
@@ -55,6 +56,8 @@ class Report:
             out += ["", "## Mean ± std over seeds", "",
                     "Runs whose configs differ only by seed; sample standard deviation (n − 1).", "",
                     self.seeds.markdown()]
+        if self.objectives is not None:
+            out += ["", objectives.markdown(self.objectives).rstrip()]
         if self.papers:
             out += ["", paper_tables.markdown(self.papers).rstrip()]
         if self.problems is not None:
@@ -65,7 +68,8 @@ class Report:
 
     def html(self) -> str:
         """report.html: the same sections, the pictures embedded (jaxvae.sweeps.report.html_page)."""
-        return html_page(self.root, self.records, self.runs, self.seeds, self.papers, self.problems, self.plots)
+        return html_page(self.root, self.records, self.runs, self.seeds, self.papers, self.problems, self.plots,
+                         self.objectives)
 
 
 def build_report(root: str, plots: bool = True, out_dir: str | None = None) -> Report:
@@ -86,7 +90,9 @@ def build_report(root: str, plots: bool = True, out_dir: str | None = None) -> R
                 os.remove(path)  # stale picture of an earlier report
         made += snr_figures(finished, out_dir)
     papers = paper_tables.paper_tables([r.results for r in finished])  # published values beside ours (papers/*.json)
-    return Report(out_dir, records, runs, runs_csv, seeds_tab, seeds_csv, problems_table(records), made, papers)
+    compared = objectives.objectives_table(finished)  # runs that differ only in the objective, as in Rainforth 2018
+    return Report(out_dir, records, runs, runs_csv, seeds_tab, seeds_csv, problems_table(records), made, papers,
+                  compared)
 
 
 def write_report(root: str, plots: bool = True, out_dir: str | None = None, verbose: bool = True) -> str:
@@ -101,6 +107,11 @@ def write_report(root: str, plots: bool = True, out_dir: str | None = None, verb
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
     write_csv(os.path.join(out, "report.csv"), rep.runs_csv)
+    objectives_csv = os.path.join(out, "report_objectives.csv")
+    if rep.objectives is not None:
+        write_csv(objectives_csv, rep.objectives[1])
+    elif os.path.exists(objectives_csv):
+        os.remove(objectives_csv)
     seeds_csv = os.path.join(out, "report_seeds.csv")
     if rep.seeds_csv:
         write_csv(seeds_csv, rep.seeds_csv)
@@ -110,6 +121,7 @@ def write_report(root: str, plots: bool = True, out_dir: str | None = None, verb
         f.write(rep.html())
     if verbose:
         files = ["report.md", "report.csv"] + (["report_seeds.csv"] if rep.seeds_csv else [])
+        files += ["report_objectives.csv"] if rep.objectives is not None else []
         files += [n for n, _ in rep.plots] + ["report.html"]
         print(f"wrote {', '.join(os.path.join(out, f) for f in files)}", file=sys.stderr)
     return text

@@ -1,0 +1,30 @@
+"""The VampPrior past 5 passes (issue 28 item 2): K = 500 pseudo-inputs beside K = 50, with
+``experiments/vampprior_mnist.py``'s settings (784-300-300-40 tanh MLPs, Gaussian posterior, Monte Carlo KL,
+Adam 5e-4), 30 passes (``train.budget=0.3`` of its 100), 2 seeds, NLL = -IWAE_5000 and the ELBO on the same
+2000 test images as ``experiments/flows_claims.py``.
+
+    ./launch.sh experiments/vampprior_claims.py --root runs/claims --config.data.manual_dir=../shared/data
+    python -m jaxvae.sweeps.report runs/claims/vampprior_claims
+"""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("vampprior_mnist", Path(__file__).with_name("vampprior_mnist.py"))
+vampprior_mnist = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(vampprior_mnist)
+
+
+def get_config():
+    c = vampprior_mnist.get_config()
+    c.name = "vampprior_claims"
+    c.train.budget = 0.3
+    c.eval.max_examples = 2000
+    c.eval.ks = (1, 5000)
+    return c
+
+
+def get_sweep():
+    from jaxvae.sweeps import product
+
+    return product({"model.prior_options.components": [50, 500]}, {"seed": [0, 1]})

@@ -1,0 +1,177 @@
+"""The objectives compared, as in Rainforth et al. 2018 ("Tighter variational bounds are not necessarily
+better", Table 1 and Fig. 4): finished runs that differ only in the objective (``OBJECTIVE_FIELDS``; the
+seeds of one objective pooled) as one row per objective, with
+
+* log p(x) estimated by the test IWAE_Kmax (the largest K of ``eval.ks``; NLL = -IWAE_Kmax);
+* the test ELBO, and IWAE at the training budget M x K when ``eval.ks`` has it;
+* the inference network's gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) (exact for the true log p(x); with
+  IWAE_Kmax for log p(x) it is a lower estimate, too small by the IWAE_Kmax bias), per seed, then averaged;
+* the gradient SNR of the encoder and the decoder for the run's own estimator at its training budget,
+  read from ``snr_<checkpoint>.json`` that ``python -m jaxvae.diagnose`` wrote into the run folder (the
+  debiased mean over parameters, ``diagnose.PLOTTED``; ``best`` checkpoint preferred);
+* the passes over the training set, the test examples, the wall time;
+* a published value of a paper table (``jaxvae/sweeps/papers/*.json``) whose row names the same objective
+  settings, when the data or budget differ from ours: set beside ours as an anchor, with the paper's note.
+
+Cells are mean ± sample std over seeds (n - 1); ``(n=..)`` marks a cell that not every seed has. Imports only
+the standard library and the report's ``loading``, ``tables`` and ``paper_tables``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from jaxvae.sweeps.report import paper_tables
+from jaxvae.sweeps.report.loading import RunRecord, flatten, fmt_value, lookup, mean_std, number, read_json
+from jaxvae.sweeps.report.tables import Table, group_key
+
+OBJECTIVE_FIELDS = ("objective.name", "objective.m", "objective.k", "objective.beta_ciwae")
+IGNORED_FIELDS = {"seed", "name"}  # differ between rows without making them another experiment
+SNR_FILES = ("snr_best.json", "snr_latest.json")
+SNR_STAT = "snr_debiased_mean"  # jaxvae.diagnose.PLOTTED
+
+
+def objective_label(config: dict) -> str:
+    """How the papers write an objective: IWAE(64), MIWAE(8, 8), CIWAE(0.5) with K=64, VAE (64 samples)."""
+    c = flatten(config)
+    name, m, k = c.get("objective.name"), c.get("objective.m", 1) or 1, c.get("objective.k", 1)
+    labels = {"iwae": f"IWAE({k})", "iwae_dreg": f"IWAE-DReG({k})", "iwae_stl": f"IWAE-STL({k})",
+              "miwae": f"MIWAE({m}, {k})", "piwae": f"PIWAE({m}, {k})", "rws": f"RWS({k})",
+              "rws_dreg": f"RWS-DReG({k})",
+              "ciwae": f"CIWAE({c.get('objective.beta_ciwae')}), K={k}",
+              "elbo": f"VAE ({m * k} samples)" if m * k > 1 else "VAE"}
+    return labels.get(name, f"{name}(M={m}, K={k})")
+
+
+def _config(run: RunRecord) -> dict:
+    return {k: v for k, v in flatten(run.results.get("config") or {}).items() if k not in IGNORED_FIELDS}
+
+
+def _objective_groups(runs: Sequence[RunRecord]) -> list[list[RunRecord]] | None:
+    """The runs grouped by config minus the seed, when the groups (2 or more) differ in OBJECTIVE_FIELDS only."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        if isinstance(r.results.get("config"), dict):
+            groups.setdefault(group_key(r), []).append(r)
+    if len(groups) < 2:
+        return None
+    configs = [_config(g[0]) for g in groups.values()]
+    keys = set().union(*configs)
+    differing = {k for k in keys if len({repr(c.get(k)) for c in configs}) > 1}
+    if not differing or not differing <= set(OBJECTIVE_FIELDS):
+        return None
+    return list(groups.values())
+
+
+def training_samples(results: dict) -> int:
+    c = results.get("config") or {}
+    o = c.get("objective") or {}
+    return int(o.get("m", 1) or 1) * int(o.get("k", 1) or 1)
+
+
+def snr(run: RunRecord) -> tuple[float | None, float | None]:
+    """(encoder, decoder) SNR of the run's own estimator at its training budget, from diagnose's JSON."""
+    name = lookup(run.results, "config.objective.name")
+    k = training_samples(run.results)
+    for fname in SNR_FILES:
+        data = read_json(os.path.join(run.path, fname))
+        rows = (data or {}).get("snr", {}).get(name) if isinstance(data, dict) else None
+        for row in rows or []:
+            if row.get("k") == k:
+                return (number((row.get("encoder") or {}).get(SNR_STAT)),
+                        number((row.get("decoder") or {}).get(SNR_STAT)))
+    return None, None
+
+
+def _log_px(results: dict) -> float | None:
+    iw = lookup(results, "test.iwae") or {}
+    ks = [int(k) for k in iw if str(k).isdigit()]
+    return number(iw[str(max(ks))]) if ks else None
+
+
+def _cell(values: Sequence[Any], decimals: int = 2) -> tuple[str, float | None]:
+    mean, std, n = mean_std(values)
+    text = fmt_value(mean, decimals)
+    if text and std is not None:
+        text += f" ± {fmt_value(std, max(decimals, 2))}"
+    if text and n != len(values):
+        text += f" (n={n})"
+    return text, mean
+
+
+def _snr_cell(values: Sequence[float | None]) -> tuple[str, float | None]:
+    mean, std, n = mean_std(values)
+    if mean is None:
+        return "", None
+    text = f"{mean:.3g}" + (f" ± {std:.2g}" if std is not None else "")
+    return text + (f" (n={n})" if n != len(values) else ""), mean
+
+
+def published(results: dict, tables: Sequence[paper_tables.PaperTable]) -> str:
+    """Published NLLs of paper rows that name this run's objective settings but other data or budget."""
+    cells = []
+    for t in tables:
+        if t.metric != "nll":
+            continue
+        for row in t.rows:
+            match = row["match"]
+            objective = {k: v for k, v in match.items() if k.startswith("objective.")}
+            if not objective or "objective.name" not in objective:
+                continue
+            if paper_tables.matches(results, match):
+                continue  # same data and budget: the paper tables section compares them directly
+            if paper_tables.matches(results, objective):
+                cells.append(f"{row['value']:.2f} ({t.paper.split(',')[0]} {t.paper[-4:]})")
+    return "; ".join(cells)
+
+
+def objectives_table(runs: Sequence[RunRecord], papers_folder=paper_tables.PAPERS_DIR
+                     ) -> tuple[Table, list[dict], str] | None:
+    """(table, CSV rows, note) of the objectives compared; None unless the finished runs form 2 or more
+    groups that differ in the objective only."""
+    groups = _objective_groups([r for r in runs if r.finished])
+    if groups is None:
+        return None
+    tables = paper_tables.load_paper_tables(papers_folder)
+    groups.sort(key=lambda g: (0, min(r.order for r in g)) if all(r.order for r in g) else (1, g[0].name))
+    headers = ["objective", "seeds", "log p(x)", "test ELBO", "IWAE (training K)", "KL gap log p(x) - ELBO",
+               "SNR encoder", "SNR decoder", "passes", "test examples", "wall time (h)", "published NLL"]
+    numeric = [False] + [True] * 10 + [False]
+    rows, keys, csv_rows = [], [], []
+    kmax = set()
+    for g in groups:
+        res = [r.results for r in g]
+        lpx = [_log_px(r) for r in res]
+        elbo = [number(lookup(r, "test.elbo")) for r in res]
+        gap = [a - b if a is not None and b is not None else None for a, b in zip(lpx, elbo)]
+        train_k = [number((lookup(r, "test.iwae") or {}).get(str(training_samples(r)))) for r in res]
+        enc, dec = zip(*(snr(r) for r in g))
+        hours = [number(lookup(r, "train.wall_time_s")) for r in res]
+        hours = [h / 3600 if h is not None else None for h in hours]
+        cells = [_cell(lpx), _cell(elbo), _cell(train_k), _cell(gap), _snr_cell(enc), _snr_cell(dec),
+                 _cell([lookup(r, "train.epochs") for r in res], 1), _cell([lookup(r, "test.num_examples")
+                                                                           for r in res], 0), _cell(hours, 2)]
+        label = objective_label(res[0]["config"])
+        pub = published(res[0], tables)
+        rows.append([label, str(len(g))] + [c[0] for c in cells] + [pub])
+        keys.append([None, len(g)] + [c[1] for c in cells] + [None])
+        csv_rows.append({"objective": label, "seeds": len(g), **{
+            h: c[1] for h, c in zip(headers[2:-1], cells)}, "published_nll": pub})
+        kmax |= {max((int(k) for k in (lookup(r, "test.iwae") or {}) if str(k).isdigit()), default=None)
+                 for r in res}
+    kmax.discard(None)
+    note = (f"log p(x) = test IWAE_{'/'.join(str(k) for k in sorted(kmax))}; KL gap = log p(x) - ELBO per seed "
+            "(a lower estimate of KL(q || p(z|x)): IWAE_K is below log p(x)); SNR: `python -m jaxvae.diagnose` "
+            "on the best checkpoint, the run's own estimator at its training budget (debiased mean over "
+            "parameters; blank where diagnose has not run). Published values: another binarization and "
+            "budget where the data differ, anchors only.")
+    return Table(headers, rows, numeric, None, None, keys, None, note), csv_rows, note
+
+
+def markdown(section: tuple[Table, list[dict], str] | None) -> str:
+    if section is None:
+        return ""
+    table, _, note = section
+    return "\n".join(["## Objectives compared", "", note, "", table.markdown(), ""])

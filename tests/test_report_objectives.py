@@ -1,0 +1,104 @@
+"""The report's "Objectives compared" table (issue 28; Rainforth et al. 2018's layout): runs that differ only
+in the objective, one row per objective with mean ± std over seeds of log p(x) (= IWAE_Kmax), the ELBO,
+IWAE at the training budget, the KL gap log p(x) - ELBO taken per seed, the gradient SNR from
+``python -m jaxvae.diagnose``'s JSON, and a published value of another binarization set beside it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from jaxvae.sweeps import report
+from jaxvae.sweeps.report import objectives
+from jaxvae.sweeps.report.loading import load_runs
+
+OBJ = {  # name: (objective.name, m, k)
+    "iwae_64": ("iwae", 1, 64), "miwae_8x8": ("miwae", 8, 8), "vae_64": ("elbo", 1, 64)}
+
+
+def _results(name, seed, elbo, log_px, iwae_64, lr=1e-3):
+    obj, m, k = OBJ[name]
+    return {
+        "name": name, "status": "finished",
+        "config": {"name": name, "seed": seed, "objective": {"name": obj, "m": m, "k": k, "beta_ciwae": 0.5},
+                   "data": {"name": "binarized_mnist", "binarize": "none"}, "train": {"learning_rate": lr}},
+        "summary": {"dataset": "binarized_mnist", "objective": obj, "k": k, "seed": seed},
+        "test": {"elbo": elbo, "iwae": {"1": elbo, "64": iwae_64, "5000": log_px}, "nll": -log_px,
+                 "num_examples": 10000},
+        "train": {"steps": 82000, "epochs": 32.8, "wall_time_s": 7200.0 + seed * 360},
+    }
+
+
+def _write(root: Path, name: str, results: dict, snr=None) -> None:
+    wd = root / f"{name},seed={results['config']['seed']}"
+    wd.mkdir(parents=True)
+    (wd / "results.json").write_text(json.dumps(results))
+    (wd / "status.json").write_text(json.dumps({"status": "finished"}))
+    if snr is not None:
+        (wd / "snr_best.json").write_text(json.dumps({"ks": [1, 64], "snr": snr}))
+
+
+def _snr(estimator, enc, dec):
+    return {estimator: [{"k": 1, "encoder": {"snr_debiased_mean": 9.0}, "decoder": {"snr_debiased_mean": 9.0}},
+                        {"k": 64, "encoder": {"snr_debiased_mean": enc}, "decoder": {"snr_debiased_mean": dec}}]}
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "rainforth"
+    _write(root, "iwae_64", _results("iwae_64", 0, -90.0, -86.0, -86.5), _snr("iwae", 0.02, 3.0))
+    _write(root, "iwae_64", _results("iwae_64", 1, -91.0, -86.5, -87.0), _snr("iwae", 0.04, 5.0))
+    _write(root, "miwae_8x8", _results("miwae_8x8", 0, -89.0, -86.8, -87.2))
+    _write(root, "miwae_8x8", _results("miwae_8x8", 1, -89.4, -87.0, -87.4), _snr("miwae", 0.3, 2.0))
+    _write(root, "vae_64", _results("vae_64", 0, -88.5, -87.5, -87.9))
+    return root
+
+
+def test_one_row_per_objective_with_per_seed_gaps_snr_and_the_published_anchor(sweep):
+    table, rows, note = objectives.objectives_table(load_runs(str(sweep)))
+    by = {r["objective"]: r for r in rows}
+    assert set(by) == {"IWAE(64)", "MIWAE(8, 8)", "VAE (64 samples)"}
+    iw = by["IWAE(64)"]
+    assert iw["seeds"] == 2
+    assert iw["log p(x)"] == pytest.approx(-86.25)
+    assert iw["test ELBO"] == pytest.approx(-90.5)
+    assert iw["IWAE (training K)"] == pytest.approx(-86.75)
+    assert iw["KL gap log p(x) - ELBO"] == pytest.approx((4.0 + 4.5) / 2)  # per seed, then averaged
+    assert iw["SNR encoder"] == pytest.approx(0.03) and iw["SNR decoder"] == pytest.approx(4.0)  # K=64, not K=1
+    assert iw["wall time (h)"] == pytest.approx(2.05)
+    text = {r[0]: r for r in table.rows}
+    assert text["IWAE(64)"][2] == "-86.25 ± 0.35"  # sample std of (-86, -86.5)
+    assert text["IWAE(64)"][5] == f"4.25 ± {math.sqrt(0.125):.2f}"
+    assert text["MIWAE(8, 8)"][6] == "0.3 (n=1)"  # only one seed has been diagnosed
+    assert text["VAE (64 samples)"][6] == "" and text["VAE (64 samples)"][1] == "1"
+    # Rainforth et al.'s MIWAE(8, 8) is on dynamic MNIST: set beside ours as an anchor, never matched as ours
+    assert by["MIWAE(8, 8)"]["published_nll"] == "84.97 (Rainforth 2018)"
+    assert by["IWAE(64)"]["published_nll"] == ""
+    assert "IWAE_5000" in note and "another binarization" in note
+
+
+def test_the_report_writes_the_section_and_its_csv(sweep):
+    md = report.write_report(str(sweep), plots=False, verbose=False)
+    assert "## Objectives compared" in md and "| MIWAE(8, 8) | 2 |" in md
+    with open(sweep / "report_objectives.csv") as f:
+        assert [r["objective"] for r in csv.DictReader(f)] == ["IWAE(64)", "MIWAE(8, 8)", "VAE (64 samples)"]
+    assert "<h2>Objectives compared</h2>" in (sweep / "report.html").read_text()
+
+
+def test_no_section_when_runs_differ_in_more_than_the_objective(sweep):
+    _write(sweep, "vae_64", _results("vae_64", 1, -88.0, -87.0, -87.5, lr=3e-4))
+    assert objectives.objectives_table(load_runs(str(sweep))) is None
+    md = report.write_report(str(sweep), plots=False, verbose=False)
+    assert "Objectives compared" not in md and not (sweep / "report_objectives.csv").exists()
+
+
+def test_labels():
+    assert objectives.objective_label({"objective": {"name": "piwae", "m": 8, "k": 8}}) == "PIWAE(8, 8)"
+    assert objectives.objective_label({"objective": {"name": "ciwae", "k": 64, "beta_ciwae": 0.5}}) == \
+        "CIWAE(0.5), K=64"
+    assert objectives.objective_label({"objective": {"name": "iwae_dreg", "k": 64}}) == "IWAE-DReG(64)"
+    assert objectives.objective_label({"objective": {"name": "elbo", "k": 1}}) == "VAE"
