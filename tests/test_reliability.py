@@ -106,6 +106,19 @@ def test_every_experiment_config_is_valid():
         validate_config(_experiment(path.stem))
 
 
+def test_every_point_of_every_experiment_sweep_is_valid():
+    """A sweep's overrides name real fields with valid values (a typo would fail only when its run starts)."""
+    points = 0
+    for path in sorted((ROOT / "experiments").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"_sweep_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for point in (module.get_sweep() if hasattr(module, "get_sweep") else []):
+            validate_config(validation.override(module.get_config(), dict(point)))
+            points += 1
+    assert points >= 170  # 2026-12-06: 170 points
+
+
 def test_several_problems_are_all_reported():
     with pytest.raises(ConfigError) as e:
         validate_config(validation.override(base_config(), {"objective.k": 0, "model.flow": "x"}))
