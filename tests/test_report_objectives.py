@@ -102,3 +102,50 @@ def test_labels():
         "CIWAE(0.5), K=64"
     assert objectives.objective_label({"objective": {"name": "iwae_dreg", "k": 64}}) == "IWAE-DReG(64)"
     assert objectives.objective_label({"objective": {"name": "elbo", "k": 1}}) == "VAE"
+
+
+# -- posteriors and priors (issue 28 item 2) -------------------------------------------------------------
+def _flow_run(root: Path, flow, length, seed, log_px, elbo, rates, variant=None, batch=100):
+    config = {"seed": seed, "model": {"flow": flow, "flow_length": length, "prior": "standard_normal",
+                                      "flow_options": {"variant": variant or "orthogonal", "head_scale": 0.1}},
+              "train": {"batch_size": batch}, "objective": {"name": "elbo", "k": 1}}
+    wd = root / f"{flow}{length}{variant or ''},seed={seed}"
+    wd.mkdir(parents=True)
+    (wd / "results.json").write_text(json.dumps({
+        "status": "finished", "config": config, "curves": "metrics.jsonl",
+        "test": {"elbo": elbo, "iwae": {"1": elbo, "5000": log_px}, "num_examples": 2000},
+        "train": {"epochs": 30.0}}))
+    (wd / "status.json").write_text(json.dumps({"status": "finished"}))
+    lines = [{"step": 100 * (i + 1), "split": "train", "examples_per_s": r} for i, r in enumerate(rates)]
+    lines.append({"step": 999, "split": "valid", "iwae_50": -100.0})
+    (wd / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+
+
+def test_posteriors_table_nll_step_cost_by_the_median_and_what_the_cost_bought(tmp_path):
+    from jaxvae.sweeps.report import posteriors
+
+    root = tmp_path / "flows"
+    _flow_run(root, "none", 0, 0, -100.0, -108.0, [20000, 20000, 2000])  # a paused interval: the median ignores it
+    _flow_run(root, "none", 0, 1, -101.0, -109.0, [20000, 20000, 20000])
+    _flow_run(root, "planar", 8, 0, -99.0, -107.0, [10000, 10000, 10000])
+    _flow_run(root, "sylvester", 4, 0, -98.5, -106.0, [2000, 2000, 2000], variant="triangular")
+    table, rows, note = posteriors.posteriors_table(load_runs(str(root)))
+    by = {r["setting"]: r for r in rows}
+    assert list(by) == ["gaussian", "planar L=8", "sylvester (triangular) L=4"]  # folder names sort this way
+    assert by["gaussian"]["NLL"] == pytest.approx(100.5) and by["gaussian"]["ms per step"] == pytest.approx(5.0)
+    assert by["planar L=8"]["relative step cost"] == pytest.approx(2.0)
+    assert by["planar L=8"]["NLL gained per extra cost"] == pytest.approx(1.5)  # (100.5 - 99) / (2 - 1)
+    assert by["sylvester (triangular) L=4"]["relative step cost"] == pytest.approx(10.0)
+    assert by["sylvester (triangular) L=4"]["NLL gained per extra cost"] == pytest.approx(2.0 / 9)
+    assert table.rows[0][4] == "5.00 ± 0.00" and table.rows[1][5] == "2.00x" and table.rows[0][6] == ""
+    md = report.write_report(str(root), plots=False, verbose=False)
+    assert "## Posteriors and priors compared" in md and (root / "report_posteriors.csv").exists()
+    assert "Objectives compared" not in md
+
+
+def test_posteriors_labels_for_priors():
+    from jaxvae.sweeps.report.posteriors import setting_label
+
+    assert setting_label({"model": {"flow": "none", "prior": "vampprior",
+                                    "prior_options": {"components": 500}}}) == "gaussian, vampprior K=500"
+    assert setting_label({"model": {"flow": "iaf", "flow_length": 4}}) == "iaf L=4"

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import sys
 
-from jaxvae.sweeps.report import beta, objectives, paper_tables
+from jaxvae.sweeps.report import beta, objectives, paper_tables, posteriors
 from jaxvae.sweeps.report.html_page import html_page
 from jaxvae.sweeps.report.loading import RunRecord, load_runs
 from jaxvae.sweeps.report.plots import (plot_bound_vs_k, plot_curves, plot_gaps, plot_nll_vs_flow_length, plot_sandwich,
@@ -30,6 +30,11 @@ PLOTS = [  # (file name, title, plot(runs, path) -> whether it drew one)
     ("report_traversals.png", "Latent traversals by beta", beta.plot_traversals),
 ]
 
+COMPARED = [  # (section title, CSV file, build(finished runs) -> (table, CSV rows, note) or None)
+    ("Objectives compared", "report_objectives.csv", objectives.objectives_table),  # Rainforth et al. 2018
+    ("Posteriors and priors compared", "report_posteriors.csv", posteriors.posteriors_table),
+]
+
 
 @dataclasses.dataclass
 class Report:
@@ -42,7 +47,9 @@ class Report:
     problems: Table | None
     plots: list[tuple[str, str]]  # (file name, title)
     papers: list = dataclasses.field(default_factory=list)  # jaxvae.sweeps.report.paper_tables sections
-    objectives: tuple | None = None  # jaxvae.sweeps.report.objectives: (table, CSV rows, note) or None
+    # the settings compared (jaxvae.sweeps.report.objectives / .posteriors): (title, CSV file name, table,
+    # CSV rows, note) of each that applies to the runs
+    compared: list = dataclasses.field(default_factory=list)
 
     def markdown(self) -> str:
         finished = [r for r in self.records if r.finished]
@@ -56,8 +63,8 @@ class Report:
             out += ["", "## Mean ± std over seeds", "",
                     "Runs whose configs differ only by seed; sample standard deviation (n − 1).", "",
                     self.seeds.markdown()]
-        if self.objectives is not None:
-            out += ["", objectives.markdown(self.objectives).rstrip()]
+        for title, _, table, _, note in self.compared:
+            out += ["", f"## {title}", "", note, "", table.markdown()]
         if self.papers:
             out += ["", paper_tables.markdown(self.papers).rstrip()]
         if self.problems is not None:
@@ -69,7 +76,7 @@ class Report:
     def html(self) -> str:
         """report.html: the same sections, the pictures embedded (jaxvae.sweeps.report.html_page)."""
         return html_page(self.root, self.records, self.runs, self.seeds, self.papers, self.problems, self.plots,
-                         self.objectives)
+                         [(title, table, note) for title, _, table, _, note in self.compared])
 
 
 def build_report(root: str, plots: bool = True, out_dir: str | None = None) -> Report:
@@ -90,7 +97,11 @@ def build_report(root: str, plots: bool = True, out_dir: str | None = None) -> R
                 os.remove(path)  # stale picture of an earlier report
         made += snr_figures(finished, out_dir)
     papers = paper_tables.paper_tables([r.results for r in finished])  # published values beside ours (papers/*.json)
-    compared = objectives.objectives_table(finished)  # runs that differ only in the objective, as in Rainforth 2018
+    compared = []
+    for title, csv_name, build in COMPARED:
+        section = build(finished)
+        if section is not None:
+            compared.append((title, csv_name, *section))
     return Report(out_dir, records, runs, runs_csv, seeds_tab, seeds_csv, problems_table(records), made, papers,
                   compared)
 
@@ -107,11 +118,13 @@ def write_report(root: str, plots: bool = True, out_dir: str | None = None, verb
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
     write_csv(os.path.join(out, "report.csv"), rep.runs_csv)
-    objectives_csv = os.path.join(out, "report_objectives.csv")
-    if rep.objectives is not None:
-        write_csv(objectives_csv, rep.objectives[1])
-    elif os.path.exists(objectives_csv):
-        os.remove(objectives_csv)
+    written = {csv_name: rows for _, csv_name, _, rows, _ in rep.compared}
+    for _, csv_name, _ in COMPARED:
+        path = os.path.join(out, csv_name)
+        if csv_name in written:
+            write_csv(path, written[csv_name])
+        elif os.path.exists(path):
+            os.remove(path)  # stale table of an earlier report
     seeds_csv = os.path.join(out, "report_seeds.csv")
     if rep.seeds_csv:
         write_csv(seeds_csv, rep.seeds_csv)
@@ -121,7 +134,7 @@ def write_report(root: str, plots: bool = True, out_dir: str | None = None, verb
         f.write(rep.html())
     if verbose:
         files = ["report.md", "report.csv"] + (["report_seeds.csv"] if rep.seeds_csv else [])
-        files += ["report_objectives.csv"] if rep.objectives is not None else []
+        files += [csv_name for _, csv_name, _, _, _ in rep.compared]
         files += [n for n, _ in rep.plots] + ["report.html"]
         print(f"wrote {', '.join(os.path.join(out, f) for f in files)}", file=sys.stderr)
     return text

@@ -24,10 +24,10 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:100%}"
 
 
 def html_page(root: str, records: Sequence, runs: Table | None, seeds: Table | None, papers: Sequence[dict],
-              problems: Table | None, plots: Sequence[tuple[str, str]], objectives: tuple | None = None) -> str:
+              problems: Table | None, plots: Sequence[tuple[str, str]], compared: Sequence[tuple] = ()) -> str:
     """The page of a report (the fields of jaxvae.sweeps.report.build.Report): ``records`` every
     RunRecord, ``papers`` the paper-table sections, ``plots`` (file name relative to ``root``, title),
-    ``objectives`` the objectives compared (table, CSV rows, note) or None."""
+    ``compared`` the settings-compared sections (title, table, note)."""
     finished = sum(r.finished for r in records)
     parts = [f"<h1>Report: {html.escape(root)}</h1>",
              f"<p>{finished} finished run(s), {len(records) - finished} unfinished or failed.</p>"]
@@ -40,9 +40,9 @@ def html_page(root: str, records: Sequence, runs: Table | None, seeds: Table | N
         parts += ["<h2>Mean ± std over seeds</h2>",
                   "<p>Runs whose configs differ only by seed; sample standard deviation (n − 1).</p>",
                   html_table.interactive_table(seeds, "t-seeds")]
-    if objectives is not None:
-        parts += ["<h2>Objectives compared</h2>", f"<p>{html.escape(objectives[2])}</p>",
-                  html_table.interactive_table(objectives[0], "t-objectives")]
+    for i, (title, table, note) in enumerate(compared):
+        parts += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(note)}</p>",
+                  html_table.interactive_table(table, f"t-compared-{i}")]
     for sec in papers:
         parts += [f"<h2>{html.escape(sec['title'])}</h2>", f"<p>{html.escape(sec['note'])}</p>"]
         parts += [Table(list(h), [list(r) for r in rows], list(n)).html() for _, h, rows, n in sec["tables"]]

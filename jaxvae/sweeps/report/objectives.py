@@ -49,8 +49,9 @@ def _config(run: RunRecord) -> dict:
     return {k: v for k, v in flatten(run.results.get("config") or {}).items() if k not in IGNORED_FIELDS}
 
 
-def _objective_groups(runs: Sequence[RunRecord]) -> list[list[RunRecord]] | None:
-    """The runs grouped by config minus the seed, when the groups (2 or more) differ in OBJECTIVE_FIELDS only."""
+def groups_differing_only_in(runs: Sequence[RunRecord], allowed) -> list[list[RunRecord]] | None:
+    """The runs grouped by config minus the seed, when the groups (2 or more) differ only in fields for which
+    ``allowed(field)`` holds; else None."""
     groups: dict[str, list[RunRecord]] = {}
     for r in runs:
         if isinstance(r.results.get("config"), dict):
@@ -60,9 +61,14 @@ def _objective_groups(runs: Sequence[RunRecord]) -> list[list[RunRecord]] | None
     configs = [_config(g[0]) for g in groups.values()]
     keys = set().union(*configs)
     differing = {k for k in keys if len({repr(c.get(k)) for c in configs}) > 1}
-    if not differing or not differing <= set(OBJECTIVE_FIELDS):
+    if not differing or not all(allowed(k) for k in differing):
         return None
     return list(groups.values())
+
+
+def sort_groups(groups: list[list[RunRecord]]) -> None:
+    """In the sweep's declared order when every run has its place in it, else by run folder name."""
+    groups.sort(key=lambda g: (0, min(r.order for r in g)) if all(r.order for r in g) else (1, g[0].name))
 
 
 def training_samples(results: dict) -> int:
@@ -85,13 +91,13 @@ def snr(run: RunRecord) -> tuple[float | None, float | None]:
     return None, None
 
 
-def _log_px(results: dict) -> float | None:
+def log_px(results: dict) -> float | None:
     iw = lookup(results, "test.iwae") or {}
     ks = [int(k) for k in iw if str(k).isdigit()]
     return number(iw[str(max(ks))]) if ks else None
 
 
-def _cell(values: Sequence[Any], decimals: int = 2) -> tuple[str, float | None]:
+def cell(values: Sequence[Any], decimals: int = 2) -> tuple[str, float | None]:
     mean, std, n = mean_std(values)
     text = fmt_value(mean, decimals)
     if text and std is not None:
@@ -101,7 +107,7 @@ def _cell(values: Sequence[Any], decimals: int = 2) -> tuple[str, float | None]:
     return text, mean
 
 
-def _snr_cell(values: Sequence[float | None]) -> tuple[str, float | None]:
+def snr_cell(values: Sequence[float | None]) -> tuple[str, float | None]:
     mean, std, n = mean_std(values)
     if mean is None:
         return "", None
@@ -131,11 +137,11 @@ def objectives_table(runs: Sequence[RunRecord], papers_folder=paper_tables.PAPER
                      ) -> tuple[Table, list[dict], str] | None:
     """(table, CSV rows, note) of the objectives compared; None unless the finished runs form 2 or more
     groups that differ in the objective only."""
-    groups = _objective_groups([r for r in runs if r.finished])
+    groups = groups_differing_only_in([r for r in runs if r.finished], lambda f: f in OBJECTIVE_FIELDS)
     if groups is None:
         return None
     tables = paper_tables.load_paper_tables(papers_folder)
-    groups.sort(key=lambda g: (0, min(r.order for r in g)) if all(r.order for r in g) else (1, g[0].name))
+    sort_groups(groups)
     headers = ["objective", "seeds", "log p(x)", "test ELBO", "IWAE (training K)", "KL gap log p(x) - ELBO",
                "SNR encoder", "SNR decoder", "passes", "test examples", "wall time (h)", "published NLL"]
     numeric = [False] + [True] * 10 + [False]
@@ -143,16 +149,16 @@ def objectives_table(runs: Sequence[RunRecord], papers_folder=paper_tables.PAPER
     kmax = set()
     for g in groups:
         res = [r.results for r in g]
-        lpx = [_log_px(r) for r in res]
+        lpx = [log_px(r) for r in res]
         elbo = [number(lookup(r, "test.elbo")) for r in res]
         gap = [a - b if a is not None and b is not None else None for a, b in zip(lpx, elbo)]
         train_k = [number((lookup(r, "test.iwae") or {}).get(str(training_samples(r)))) for r in res]
         enc, dec = zip(*(snr(r) for r in g))
         hours = [number(lookup(r, "train.wall_time_s")) for r in res]
         hours = [h / 3600 if h is not None else None for h in hours]
-        cells = [_cell(lpx), _cell(elbo), _cell(train_k), _cell(gap), _snr_cell(enc), _snr_cell(dec),
-                 _cell([lookup(r, "train.epochs") for r in res], 1), _cell([lookup(r, "test.num_examples")
-                                                                           for r in res], 0), _cell(hours, 2)]
+        cells = [cell(lpx), cell(elbo), cell(train_k), cell(gap), snr_cell(enc), snr_cell(dec),
+                 cell([lookup(r, "train.epochs") for r in res], 1), cell([lookup(r, "test.num_examples")
+                                                                           for r in res], 0), cell(hours, 2)]
         label = objective_label(res[0]["config"])
         pub = published(res[0], tables)
         rows.append([label, str(len(g))] + [c[0] for c in cells] + [pub])
@@ -169,9 +175,3 @@ def objectives_table(runs: Sequence[RunRecord], papers_folder=paper_tables.PAPER
             "budget where the data differ, anchors only.")
     return Table(headers, rows, numeric, None, None, keys, None, note), csv_rows, note
 
-
-def markdown(section: tuple[Table, list[dict], str] | None) -> str:
-    if section is None:
-        return ""
-    table, _, note = section
-    return "\n".join(["## Objectives compared", "", note, "", table.markdown(), ""])
