@@ -5,7 +5,9 @@ vs K and training curves.
 
 reads every ``results.json`` under the folder (recursively), prints a markdown table and writes, in that
 folder: ``report.md``, ``report.csv`` (one row per run, raw numbers), ``report_seeds.csv`` (mean and std
-over seeds, when some configs have several seeds), ``report_bound_vs_k.png``, ``report_curves.png``,
+over seeds, when some configs have several seeds), ``report_objectives.csv`` / ``report_posteriors.csv``
+(the objectives, or the posteriors and priors, compared with the seeds pooled, when the runs differ only in
+those: ``objectives``, ``posteriors``), ``report_bound_vs_k.png``, ``report_curves.png``,
 ``report_nll_vs_flow_length.png`` (only when runs differ in flow length) and ``report.html`` (everything,
 the pictures embedded). Unfinished runs (``status.json`` running/preempted, no ``results.json``), failed runs
 and planned runs that never started (from ``sweep.json``) are listed in their own section.

@@ -1,6 +1,7 @@
 """The report as a whole: ``build_report`` gathers, for the runs under a folder, the tables, the plots
 (``PLOTS``, drawn into the output folder) and the paper tables into a ``Report``; ``write_report`` writes
-report.md, report.csv, report_seeds.csv and report.html and returns the markdown.
+report.md, report.csv, report_seeds.csv, the compared sections' CSVs (``COMPARED``) and report.html and
+returns the markdown.
 
 Imports only the standard library and the report's other modules (matplotlib when a plot is drawn).
 """
