@@ -10,12 +10,11 @@ The 5-pass table these extend is in benchmarks/README.md ("Flows and learned pri
 is ``experiments/vampprior_claims.py``.
 """
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("flows_mnist", Path(__file__).with_name("flows_mnist.py"))
-flows_mnist = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(flows_mnist)
+from jaxvae.sweeps.plan import load_module
+
+flows_mnist = load_module(str(Path(__file__).with_name("flows_mnist.py")))
 
 
 def get_config():

@@ -7,12 +7,11 @@ Adam 5e-4), 30 passes (``train.budget=0.3`` of its 100), 2 seeds, NLL = -IWAE_50
     python -m jaxvae.sweeps.report runs/claims/vampprior_claims
 """
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("vampprior_mnist", Path(__file__).with_name("vampprior_mnist.py"))
-vampprior_mnist = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(vampprior_mnist)
+from jaxvae.sweeps.plan import load_module
+
+vampprior_mnist = load_module(str(Path(__file__).with_name("vampprior_mnist.py")))
 
 
 def get_config():

@@ -91,10 +91,15 @@ def snr(run: RunRecord) -> tuple[float | None, float | None]:
     return None, None
 
 
+def largest_k(results: dict) -> int | None:
+    """The largest K of the run's test IWAE_K bounds (None without any)."""
+    return max((int(k) for k in lookup(results, "test.iwae") or {} if str(k).isdigit()), default=None)
+
+
 def log_px(results: dict) -> float | None:
-    iw = lookup(results, "test.iwae") or {}
-    ks = [int(k) for k in iw if str(k).isdigit()]
-    return number(iw[str(max(ks))]) if ks else None
+    """log p(x) estimated by the test IWAE_Kmax."""
+    k = largest_k(results)
+    return number(lookup(results, "test.iwae")[str(k)]) if k is not None else None
 
 
 def cell(values: Sequence[Any], decimals: int = 2) -> tuple[str, float | None]:
@@ -165,8 +170,7 @@ def objectives_table(runs: Sequence[RunRecord], papers_folder=paper_tables.PAPER
         keys.append([None, len(g)] + [c[1] for c in cells] + [None])
         csv_rows.append({"objective": label, "seeds": len(g), **{
             h: c[1] for h, c in zip(headers[2:-1], cells)}, "published_nll": pub})
-        kmax |= {max((int(k) for k in (lookup(r, "test.iwae") or {}) if str(k).isdigit()), default=None)
-                 for r in res}
+        kmax |= {largest_k(r) for r in res}
     kmax.discard(None)
     note = (f"log p(x) = test IWAE_{'/'.join(str(k) for k in sorted(kmax))}; KL gap = log p(x) - ELBO per seed "
             "(a lower estimate of KL(q || p(z|x)): IWAE_K is below log p(x)); SNR: `python -m jaxvae.diagnose` "
