@@ -1,6 +1,6 @@
 """Mixed precision on CPU: train a small digits VAE in float32 and with bfloat16 matmuls (same init), then the
 evaluation bias of bfloat16 matmuls on the float32-trained model (docs/mixed_precision.md). ~3-4 min idle."""
-import sys, time, jax, jax.numpy as jnp, numpy as np, optax, dataclasses
+import time, jax, jax.numpy as jnp, numpy as np, optax
 from jaxvae.vae.model import VAE
 from jaxvae.vae import objectives as O
 from jaxvae.vae.evaluation import iwae_bound_chunked

@@ -16,7 +16,6 @@ from jaxvae.experiment.validation import ConfigError, validate_config
 from jaxvae.vae import ais as A
 from jaxvae.vae import gaps as G
 from jaxvae.vae.evaluation import linear_gaussian_log_px
-from jaxvae.vae.model import VAE
 from jaxvae.vae.objectives import log_mean_exp, log_weights
 
 CHAINS = 16

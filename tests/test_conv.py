@@ -296,7 +296,7 @@ def test_bad_conv_configs_are_one_clear_line_before_any_compute():
 
 # -- gated convolutions (van den Berg et al. 2018) ---------------------------------------------------
 def test_network_families_are_validated_where_they_are_built():
-    from jaxvae.experiment.validation import CHOICES, ConfigError, validate_config
+    from jaxvae.experiment.validation import CHOICES, validate_config
     from jaxvae.vae import conv
 
     assert CHOICES["model.network"] == conv.NETWORKS and "gated" in conv.NETWORKS

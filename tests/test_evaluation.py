@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvae.vae import distributions as D
 from jaxvae.vae import evaluation as E
 from jaxvae.vae import objectives as O
 from jaxvae.vae.model import VAE

@@ -1,7 +1,6 @@
 """Data parallelism on forced CPU devices: 1 device and 4 devices give the same numbers."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

@@ -242,7 +242,6 @@ def reverse_ais(model: VAE, params: Params, x: jax.Array, z: Any, key: jax.Array
     Every chain starts at the example's z (each chain's start is then exactly p(z|x)-distributed). For
     ``init="encoder"`` the posterior must be Gaussian without a flow (u = z needs no inverse flow).
     """
-    batch = x.shape[0]
     zc = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a[None], (num_chains,) + a.shape), z)
     u0, unravel = _flatten_chains(zc)
     if init == "encoder":
