@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 28's three sweeps into one workdir root, one after the other; run it again to resume (finished runs
+# Issue 28's sweeps into one workdir root, one after the other; run it again to resume (finished runs
 # are skipped, unfinished ones resume from their last checkpoint). Needs ../shared/data/binarized_mnist.npz
 # (or --config.data.manual_dir pointing at the folder that holds it: set DATA=...).
 #   experiments/issue28_claims.sh            # runs/claims (ROOT=... to change)
@@ -10,6 +10,7 @@ ROOT=${ROOT:-runs/claims}
 DATA=${DATA:-../shared/data}
 ./launch.sh experiments/flows_claims.py --root "$ROOT" --vectorize 2 --config.data.manual_dir="$DATA"
 ./launch.sh experiments/vampprior_claims.py --root "$ROOT" --vectorize 2 --config.data.manual_dir="$DATA"
+./launch.sh experiments/flows_equal_compute.py --root "$ROOT" --vectorize 2 --config.data.manual_dir="$DATA"
 # The gradient SNR at the end of training of every finished Rainforth run (its own estimator, IWAE and
 # IWAE-DReG at K = 1, 8, 64; MIWAE/PIWAE as 8 groups of 8 at K=64), into each run's snr_best.json: the
 # report's "Objectives compared" table reads them.
@@ -32,3 +33,4 @@ done
 python -m jaxvae.sweeps.report "$ROOT/rainforth_static"
 python -m jaxvae.sweeps.report "$ROOT/flows_claims"
 python -m jaxvae.sweeps.report "$ROOT/vampprior_claims"
+python -m jaxvae.sweeps.report "$ROOT/flows_equal_compute"

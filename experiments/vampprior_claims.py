@@ -1,4 +1,5 @@
-"""The VampPrior past 5 passes (issue 28 item 2): K = 500 pseudo-inputs beside K = 50, with
+"""The VampPrior past 5 passes (issue 28 item 2): K = 500 pseudo-inputs beside K = 50 and the standard normal
+prior (the cost and NLL baseline of the same network; ``vampprior_mnist.get_sweep()``), with
 ``experiments/vampprior_mnist.py``'s settings (784-300-300-40 tanh MLPs, Gaussian posterior, Monte Carlo KL,
 Adam 5e-4), 30 passes (``train.budget=0.3`` of its 100), 2 seeds, NLL = -IWAE_5000 and the ELBO on the same
 2000 test images as ``experiments/flows_claims.py``.
@@ -26,4 +27,4 @@ def get_config():
 def get_sweep():
     from jaxvae.sweeps import product
 
-    return product({"model.prior_options.components": [50, 500]}, {"seed": [0, 1]})
+    return product(vampprior_mnist.get_sweep(), {"seed": [0, 1]})
