@@ -10,7 +10,6 @@ ROOT=${ROOT:-runs/claims}
 DATA=${DATA:-../shared/data}
 ./launch.sh experiments/flows_claims.py --root "$ROOT" --vectorize 2 --config.data.manual_dir="$DATA"
 ./launch.sh experiments/vampprior_claims.py --root "$ROOT" --vectorize 2 --config.data.manual_dir="$DATA"
-./launch.sh experiments/flows_equal_compute.py --root "$ROOT" --vectorize 2 --config.data.manual_dir="$DATA"
 # The gradient SNR at the end of training of every finished Rainforth run (its own estimator, IWAE and
 # IWAE-DReG at K = 1, 8, 64; MIWAE/PIWAE as 8 groups of 8 at K=64), into each run's snr_best.json: the
 # report's "Objectives compared" table reads them.
@@ -22,13 +21,18 @@ diagnose_finished() {
             --estimators "$(echo "$own,iwae,iwae_dreg" | tr , '\n' | awk '!s[$0]++' | paste -sd,)"
     done
 }
-# The Rainforth pairs in the order the claims need them (MIWAE, then VAE(64), PIWAE, DReG, CIWAE; --list
-# gives the indices), each diagnosed as soon as it finishes; then the whole sweep, which skips what
-# finished and prints its report.
-for pair in 2,3 8,9 4,5 10,11 6,7 ""; do
+rainforth() {  # the Rainforth runs $1 (indices from --list; "" for all, then the report), then their SNR
     ./launch.sh experiments/rainforth_static.py --root "$ROOT" --vectorize 2 --config.train.budget=0.01 \
-        --config.data.manual_dir="$DATA" ${pair:+--only "$pair"} ${pair:+--no-report}
+        --config.data.manual_dir="$DATA" ${1:+--only "$1"} ${1:+--no-report}
     diagnose_finished
+}
+# The Rainforth pairs in the order the claims need them (MIWAE, then VAE(64), PIWAE, DReG, CIWAE; --list
+# gives the indices), the equal-compute Gaussian runs of the flows after the first; then the whole sweep,
+# which skips what finished and prints its report.
+rainforth 2,3
+./launch.sh experiments/flows_equal_compute.py --root "$ROOT" --vectorize 2 --config.data.manual_dir="$DATA"
+for pair in 8,9 4,5 10,11 6,7 ""; do
+    rainforth "$pair"
 done
 python -m jaxvae.sweeps.report "$ROOT/rainforth_static"
 python -m jaxvae.sweeps.report "$ROOT/flows_claims"
