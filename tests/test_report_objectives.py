@@ -137,7 +137,7 @@ def test_posteriors_table_nll_step_cost_by_the_median_and_what_the_cost_bought(t
     assert by["planar L=8"]["NLL gained per extra cost"] == pytest.approx(1.5)  # (100.5 - 99) / (2 - 1)
     assert by["sylvester (triangular) L=4"]["relative step cost"] == pytest.approx(10.0)
     assert by["sylvester (triangular) L=4"]["NLL gained per extra cost"] == pytest.approx(2.0 / 9)
-    assert table.rows[0][4] == "5.00 ± 0.00" and table.rows[1][5] == "2.00x" and table.rows[0][6] == ""
+    assert table.rows[0][4] == "5.00" and table.rows[0][7] == "30.0" and table.rows[0][8] == "2000" and table.rows[1][5] == "2.00x" and table.rows[0][6] == ""
     md = report.write_report(str(root), plots=False, verbose=False)
     assert "## Posteriors and priors compared" in md and (root / "report_posteriors.csv").exists()
     assert "Objectives compared" not in md

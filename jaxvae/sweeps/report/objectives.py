@@ -103,9 +103,11 @@ def log_px(results: dict) -> float | None:
 
 
 def cell(values: Sequence[Any], decimals: int = 2) -> tuple[str, float | None]:
+    """``mean ± std`` (no ``± 0`` where the seeds agree exactly: the passes, the test examples, a vectorized
+    group's shared step time) and ``(n=..)`` where not every seed has a value; with the mean."""
     mean, std, n = mean_std(values)
     text = fmt_value(mean, decimals)
-    if text and std is not None:
+    if text and std:
         text += f" ± {fmt_value(std, max(decimals, 2))}"
     if text and n != len(values):
         text += f" (n={n})"
