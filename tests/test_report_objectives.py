@@ -148,4 +148,6 @@ def test_posteriors_labels_for_priors():
 
     assert setting_label({"model": {"flow": "none", "prior": "vampprior",
                                     "prior_options": {"components": 500}}}) == "gaussian, vampprior K=500"
+    assert setting_label({"model": {"flow": "none", "prior": "standard_normal"}}, name_the_prior=True) == \
+        "gaussian, N(0, I) prior"
     assert setting_label({"model": {"flow": "iaf", "flow_length": 4}}) == "iaf L=4"

@@ -33,8 +33,9 @@ def is_part_field(field: str) -> bool:
     return field.startswith(PART_PREFIXES)
 
 
-def setting_label(config: dict) -> str:
-    """``gaussian``, ``planar L=8``, ``sylvester (triangular) L=4``, ``vampprior K=500``, joined by ", "."""
+def setting_label(config: dict, name_the_prior: bool = False) -> str:
+    """``gaussian``, ``planar L=8``, ``sylvester (triangular) L=4``, then ``vampprior K=500`` when the prior
+    is not N(0, I) (and ``N(0, I) prior`` with ``name_the_prior``), joined by ", "."""
     c = flatten(config)
     flow, prior = c.get("model.flow", "none"), c.get("model.prior", "standard_normal")
     if flow in (None, "", "none"):
@@ -43,7 +44,7 @@ def setting_label(config: dict) -> str:
         variant = c.get("model.flow_options.variant") if flow == "sylvester" else None
         post = f"{flow}{f' ({variant})' if variant else ''} L={c.get('model.flow_length')}"
     if prior in (None, "standard_normal"):
-        return post
+        return f"{post}, N(0, I) prior" if name_the_prior else post
     comps = c.get("model.prior_options.components")
     return f"{post}, {prior}{f' K={comps}' if comps else ''}"
 
@@ -70,6 +71,7 @@ def posteriors_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict], str]
     numeric = [False] + [True] * 8
     rows, keys, csv_rows = [], [], []
     base_nll = base_cost = None
+    priors = {lookup(g[0].results, "config.model.prior") or "standard_normal" for g in groups}
     for i, g in enumerate(groups):
         res = [r.results for r in g]
         nll = [-v if (v := log_px(r)) is not None else None for r in res]
@@ -85,7 +87,7 @@ def posteriors_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict], str]
                  (f"{gain:+.2f} nats" if gain is not None else "", gain),
                  cell([lookup(r, "train.epochs") for r in res], 1),
                  cell([lookup(r, "test.num_examples") for r in res], 0)]
-        label = setting_label(res[0]["config"])
+        label = setting_label(res[0]["config"], name_the_prior=len(priors) > 1)
         rows.append([label, str(len(g))] + [c[0] for c in cells])
         keys.append([None, len(g)] + [c[1] for c in cells])
         csv_rows.append({"setting": label, "seeds": len(g), **{h: c[1] for h, c in zip(headers[2:], cells)}})
