@@ -27,10 +27,11 @@ rainforth() {  # the Rainforth runs $1 (indices from --list; "" for all, then th
     diagnose_finished
 }
 # The Rainforth pairs in the order the claims need them (MIWAE, then VAE(64), PIWAE, DReG, CIWAE; --list
-# gives the indices), the equal-compute Gaussian runs of the flows after the first; then the whole sweep,
-# which skips what finished and prints its report.
+# gives the indices), the equal-compute runs of the flows and the VampPrior after the first; then the
+# whole sweep, which skips what finished and prints its report.
 rainforth 2,3
 ./launch.sh experiments/flows_equal_compute.py --root "$ROOT" --vectorize 2 --config.data.manual_dir="$DATA"
+./launch.sh experiments/vampprior_equal_compute.py --root "$ROOT" --vectorize 2 --config.data.manual_dir="$DATA"
 for pair in 8,9 4,5 10,11 6,7 ""; do
     rainforth "$pair"
 done
@@ -38,3 +39,4 @@ python -m jaxvae.sweeps.report "$ROOT/rainforth_static"
 python -m jaxvae.sweeps.report "$ROOT/flows_claims"
 python -m jaxvae.sweeps.report "$ROOT/vampprior_claims"
 python -m jaxvae.sweeps.report "$ROOT/flows_equal_compute"
+python -m jaxvae.sweeps.report "$ROOT/vampprior_equal_compute"
