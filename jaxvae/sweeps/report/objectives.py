@@ -150,7 +150,8 @@ def objectives_table(runs: Sequence[RunRecord], papers_folder=paper_tables.PAPER
     tables = paper_tables.load_paper_tables(papers_folder)
     sort_groups(groups)
     headers = ["objective", "seeds", "log p(x)", "test ELBO", "IWAE (training K)", "KL gap log p(x) - ELBO",
-               "SNR encoder", "SNR decoder", "passes", "test examples", "wall time (h)", "published NLL (other data or budget)"]
+               "SNR encoder", "SNR decoder", "passes", "test examples", "wall time (h)",
+               "published NLL (other data or budget)"]
     numeric = [False] + [True] * 10 + [False]
     rows, keys, csv_rows = [], [], []
     kmax = set()
