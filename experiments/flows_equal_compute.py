@@ -25,6 +25,8 @@ EQUAL_COMPUTE_PASSES = {"planar L=8": 54, "iaf L=4": 63}  # 30 passes x the flow
 def get_config():
     c = flows_claims.get_config()
     c.name = "flows_equal_compute"
+    c.model.flow = "none"  # the Gaussian posterior (flows_claims' config itself names a flow: its sweep sets each)
+    c.model.flow_length = 0
     return c
 
 
