@@ -3,7 +3,7 @@
 # are skipped, unfinished ones resume from their last checkpoint). Needs ../shared/data/binarized_mnist.npz
 # (or --config.data.manual_dir pointing at the folder that holds it: set DATA=...).
 #   experiments/issue28_claims.sh            # runs/claims (ROOT=... to change)
-#   python -m jaxvae.sweeps.report runs/claims/rainforth_static    # and flows_claims, vampprior_claims
+#   python -m jaxvae.sweeps.report runs/claims/rainforth_static    # and the other folders of runs/claims
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-runs/claims}
