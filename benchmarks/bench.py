@@ -121,7 +121,7 @@ def matmul_peak(sizes, reps: int) -> dict:
         f(a, b).block_until_ready()
         walls, cpus = timed(lambda: f(a, b).block_until_ready(), reps)
         out[str(n)] = rate_record(2.0 * n**3, walls, cpus, "flop")
-        del a, b
+        a = b = None  # free the n x n operands before the next size (not `del`: the lambda closes over them)
     best = max(out, key=lambda k: out[k]["flop_per_s"])
     return {"sizes": out, "best_size": int(best), "flop_per_s": out[best]["flop_per_s"],
             "flop_per_cpu_s": max(v["flop_per_cpu_s"] for v in out.values())}
@@ -201,7 +201,8 @@ def bench_train(batch_size: int, objective: str, k: int, steps: int, reps: int, 
     rec.update(steps=steps, batch_size=batch_size, objective=objective, k=k, first_call_s=compile_s,
                flop_per_example=fl, flop_per_s=rec["examples_per_s"] * fl,
                flop_per_cpu_s=rec["examples_per_cpu_s"] * fl)
-    del x_train, holder
+    x_train = None  # free the data and state (not `del`: once() closes over them)
+    holder.clear()
     return rec
 
 
