@@ -151,3 +151,13 @@ def test_posteriors_labels_for_priors():
     assert setting_label({"model": {"flow": "none", "prior": "standard_normal"}}, name_the_prior=True) == \
         "gaussian, N(0, I) prior"
     assert setting_label({"model": {"flow": "iaf", "flow_length": 4}}) == "iaf L=4"
+
+
+def test_cell_drops_a_spread_that_rounds_to_zero_and_keeps_a_small_real_one():
+    """A vectorized group's members time themselves: 2606.63 s and 2606.69 s are one wall time (0.72 h),
+    not '0.72 ± 0.00'; a spread that shows at the printed digits stays."""
+    assert objectives.cell([2606.63 / 3600, 2606.69 / 3600])[0] == "0.72"
+    assert objectives.cell([32.8, 32.8], 1)[0] == "32.8"
+    assert objectives.cell([-95.83, -95.66])[0] == "-95.75 ± 0.12"
+    assert objectives.cell([1.0, 1.004])[0] == "1.00"
+    assert objectives.cell([1.0, 1.01])[0] == "1.00 ± 0.01"

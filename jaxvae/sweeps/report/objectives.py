@@ -103,12 +103,14 @@ def log_px(results: dict) -> float | None:
 
 
 def cell(values: Sequence[Any], decimals: int = 2) -> tuple[str, float | None]:
-    """``mean ± std`` (no ``± 0`` where the seeds agree exactly: the passes, the test examples, a vectorized
-    group's shared step time) and ``(n=..)`` where not every seed has a value; with the mean."""
+    """``mean ± std`` (no ``± 0.00`` where the seeds agree to the printed digits: the passes, the test
+    examples, a vectorized group's wall time) and ``(n=..)`` where not every seed has a value; with the
+    mean."""
     mean, std, n = mean_std(values)
     text = fmt_value(mean, decimals)
-    if text and std:
-        text += f" ± {fmt_value(std, max(decimals, 2))}"
+    std_text = fmt_value(std, max(decimals, 2)) if std else ""
+    if text and std_text and float(std_text) != 0:
+        text += f" ± {std_text}"
     if text and n != len(values):
         text += f" (n={n})"
     return text, mean
