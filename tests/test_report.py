@@ -186,6 +186,25 @@ def test_seed_groups_use_the_whole_config(tmp_path: Path):
         assert r[col["seeds"]] == "3" and r[col["test ELBO"]] == "-28.00 ± 1.00"
 
 
+def test_a_run_in_the_old_flat_layout_groups_with_its_new_layout_seed(tmp_path: Path):
+    """A workdir written before model.prior_components moved to model.prior_options.components (configs.
+    RENAMED) is one seed group with a run of today's layout, not a second configuration."""
+    root = tmp_path / "runs" / "vamp"
+    for seed in (0, 1):
+        r = _results("elbo", 1, seed, -27.0 - seed, {"1": -27.0}, 27.0)
+        r["config"]["model"]["prior"] = "vampprior"
+        if seed == 0:
+            r["config"]["model"]["prior_components"] = 50
+        else:
+            r["config"]["model"]["prior_options"] = {"components": 50}
+        _write_run(root, f"seed={seed}", r, curves=False)
+    runs = report.load_runs(str(root))
+    assert [run.results["config"]["model"]["prior_options"] for run in runs] == [{"components": 50}] * 2
+    assert all("prior_components" not in run.results["config"]["model"] for run in runs)
+    header, rows = _md_table(report.write_report(str(root), plots=False), "Mean ± std over seeds")
+    assert len(rows) == 1 and rows[0][header.index("seeds")] == "2"
+
+
 def test_unfinished_and_failed_runs_are_listed(sweep_dir: Path):
     md = report.write_report(str(sweep_dir), plots=False)
     assert "4 finished run(s), 5 unfinished or failed." in md

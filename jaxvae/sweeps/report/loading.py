@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from jaxvae.experiment.configs import upgrade_config_dict
 from jaxvae.experiment.protocol import EXIT_PREEMPTED
 
 RUN_FILES = ("results.json", "status.json", "launch.json")
@@ -107,6 +108,10 @@ def load_runs(root: str) -> list[RunRecord]:
         if "results.json" in filenames and not isinstance(results, dict):
             results, status = None, "unreadable results.json"
         else:
+            if isinstance(results.get("config") if results else None, dict):
+                # a run written before the flat fields moved into option blocks reads as today's layout,
+                # so that a sweep mixing old and new runs compares the same fields
+                results["config"] = upgrade_config_dict(results["config"])
             status = _classify(results, status_json if isinstance(status_json, dict) else None,
                                launch if isinstance(launch, dict) else None)
         path = os.path.normpath(dirpath)
