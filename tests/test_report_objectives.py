@@ -161,3 +161,35 @@ def test_cell_drops_a_spread_that_rounds_to_zero_and_keeps_a_small_real_one():
     assert objectives.cell([-95.83, -95.66])[0] == "-95.75 ± 0.12"
     assert objectives.cell([1.0, 1.004])[0] == "1.00"
     assert objectives.cell([1.0, 1.01])[0] == "1.00 ± 0.01"
+
+
+def test_snr_against_k_has_a_row_per_objective_and_estimator_with_the_seeds_pooled(tmp_path):
+    """Every estimator diagnose ran on a trained model, at every K it ran, as mean ± std over the seeds;
+    a seed that lacks an estimator is marked (n=..) in that row, and undiagnosed objectives have no row."""
+    root = tmp_path / "rainforth"
+    both = lambda enc, dec: {**_snr("iwae", enc, dec), **_snr("iwae_dreg", 2 * enc, dec)}  # noqa: E731
+    _write(root, "iwae_64", _results("iwae_64", 0, -90.0, -86.0, -86.5), both(0.02, 3.0))
+    _write(root, "iwae_64", _results("iwae_64", 1, -91.0, -86.5, -87.0), _snr("iwae", 0.04, 5.0))
+    _write(root, "vae_64", _results("vae_64", 0, -88.5, -87.5, -87.9))
+    table, rows, _ = objectives.snr_vs_k_table(load_runs(str(root)))
+    assert table.headers == ["objective", "estimator", "seeds", "encoder K=1", "encoder K=64", "decoder K=1",
+                             "decoder K=64"]
+    assert [(r["objective"], r["estimator"], r["seeds"]) for r in rows] == [
+        ("IWAE(64)", "iwae", 2), ("IWAE(64)", "iwae_dreg", 2)]
+    iw, dreg = rows
+    assert iw["encoder K=64"] == pytest.approx(0.03) and iw["decoder K=64"] == pytest.approx(4.0)
+    assert iw["encoder K=1"] == pytest.approx(9.0)
+    assert dreg["encoder K=64"] == pytest.approx(0.04)
+    assert table.rows[0][6] == f"4 ± {math.sqrt(2):.2g}" and table.rows[1][1] == "IWAE-DReG"
+    assert table.rows[0][3] == "9"  # the seeds agree: no "± 0"
+    assert table.rows[1][4] == "0.04 (n=1)"  # one seed of two was diagnosed with DReG
+    md = report.write_report(str(root), plots=False)
+    assert "## Gradient SNR against K" in md and (root / "report_snr.csv").exists()
+
+
+def test_no_snr_table_before_diagnose(tmp_path):
+    root = tmp_path / "rainforth"
+    _write(root, "iwae_64", _results("iwae_64", 0, -90.0, -86.0, -86.5))
+    _write(root, "vae_64", _results("vae_64", 0, -88.5, -87.5, -87.9))
+    assert objectives.snr_vs_k_table(load_runs(str(root))) is None
+    assert "Gradient SNR against K" not in report.write_report(str(root), plots=False)

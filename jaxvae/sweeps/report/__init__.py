@@ -7,7 +7,8 @@ reads every ``results.json`` under the folder (recursively), prints a markdown t
 folder: ``report.md``, ``report.csv`` (one row per run, raw numbers), ``report_seeds.csv`` (mean and std
 over seeds, when some configs have several seeds), ``report_objectives.csv`` / ``report_posteriors.csv``
 (the objectives, or the posteriors and priors, compared with the seeds pooled, when the runs differ only in
-those: ``objectives``, ``posteriors``), ``report_bound_vs_k.png``, ``report_curves.png``,
+those: ``objectives``, ``posteriors``), ``report_snr.csv`` (the objectives' gradient SNR against K, once
+``python -m jaxvae.diagnose`` has run on them), ``report_bound_vs_k.png``, ``report_curves.png``,
 ``report_nll_vs_flow_length.png`` (only when runs differ in flow length) and ``report.html`` (everything,
 the pictures embedded). Unfinished runs (``status.json`` running/preempted, no ``results.json``), failed runs
 and planned runs that never started (from ``sweep.json``) are listed in their own section.

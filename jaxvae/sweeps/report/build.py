@@ -33,6 +33,7 @@ PLOTS = [  # (file name, title, plot(runs, path) -> whether it drew one)
 
 COMPARED = [  # (section title, CSV file, build(finished runs) -> (table, CSV rows, note) or None)
     ("Objectives compared", "report_objectives.csv", objectives.objectives_table),  # Rainforth et al. 2018
+    ("Gradient SNR against K", "report_snr.csv", objectives.snr_vs_k_table),  # Rainforth et al. 2018, Fig. 4
     ("Posteriors and priors compared", "report_posteriors.csv", posteriors.posteriors_table),
 ]
 

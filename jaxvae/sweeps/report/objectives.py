@@ -13,6 +13,10 @@ seeds of one objective pooled) as one row per objective, with
 * a published value of a paper table (``jaxvae/sweeps/papers/*.json``) whose row names the same objective
   settings, when the data or budget differ from ours: set beside ours as an anchor, with the paper's note.
 
+A second table (``snr_vs_k_table``, "Gradient SNR against K") gives, for the same groups, every estimator
+that diagnose ran on each objective's trained models at every K: Rainforth et al.'s Fig. 4 (the encoder's
+SNR falls with K, the decoder's rises) and Tucker et al. 2018's DReG beside IWAE.
+
 Cells are mean ± sample std over seeds (n - 1); ``(n=..)`` marks a cell that not every seed has. Imports only
 the standard library and the report's ``loading``, ``tables`` and ``paper_tables``.
 """
@@ -120,7 +124,7 @@ def snr_cell(values: Sequence[float | None]) -> tuple[str, float | None]:
     mean, std, n = mean_std(values)
     if mean is None:
         return "", None
-    text = f"{mean:.3g}" + (f" ± {std:.2g}" if std is not None else "")
+    text = f"{mean:.3g}" + (f" ± {std:.2g}" if std else "")  # no "± 0" where the seeds agree
     return text + (f" (n={n})" if n != len(values) else ""), mean
 
 
@@ -184,3 +188,57 @@ def objectives_table(runs: Sequence[RunRecord], papers_folder=paper_tables.PAPER
             "budget where the data differ, anchors only.")
     return Table(headers, rows, numeric, None, None, keys, None, note), csv_rows, note
 
+
+
+ESTIMATOR_LABELS = {"elbo": "ELBO", "iwae": "IWAE", "iwae_dreg": "IWAE-DReG", "iwae_stl": "IWAE-STL",
+                    "miwae": "MIWAE", "piwae": "PIWAE", "ciwae": "CIWAE", "rws": "RWS", "rws_dreg": "RWS-DReG"}
+
+
+def snr_by_estimator(run: RunRecord) -> dict[str, dict[int, tuple[float | None, float | None]]]:
+    """estimator -> {samples per example: (encoder, decoder) SNR} of every estimator diagnose ran on the
+    run (its first SNR file of ``SNR_FILES``); {} where diagnose has not run."""
+    for fname in SNR_FILES:
+        data = read_json(os.path.join(run.path, fname))
+        if isinstance(data, dict) and isinstance(data.get("snr"), dict):
+            return {est: {int(row["k"]): (number((row.get("encoder") or {}).get(SNR_STAT)),
+                                          number((row.get("decoder") or {}).get(SNR_STAT)))
+                          for row in rows if isinstance(row, dict) and isinstance(row.get("k"), int)}
+                    for est, rows in data["snr"].items() if isinstance(rows, list)}
+    return {}
+
+
+def snr_vs_k_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict], str] | None:
+    """(table, CSV rows, note): the gradient SNR of each estimator diagnose ran on each objective's trained
+    models, against the samples per example (Rainforth et al. 2018, Fig. 4; Tucker et al. 2018 for DReG):
+    one row per (objective, estimator), encoder and decoder columns per K, mean ± std over seeds. None
+    unless the runs form the objectives table's groups and some were diagnosed."""
+    groups = groups_differing_only_in([r for r in runs if r.finished], lambda f: f in OBJECTIVE_FIELDS)
+    if groups is None:
+        return None
+    sort_groups(groups)
+    per_group = [[snr_by_estimator(r) for r in g] for g in groups]
+    ks = sorted({k for g in per_group for run in g for rows in run.values() for k in rows})
+    if not ks:
+        return None
+    headers = (["objective", "estimator", "seeds"] + [f"encoder K={k}" for k in ks]
+               + [f"decoder K={k}" for k in ks])
+    rows, keys, csv_rows = [], [], []
+    for g, snrs in zip(groups, per_group):
+        label = objective_label(g[0].results["config"])
+        estimators = list(dict.fromkeys(e for run in snrs for e in run))  # diagnose's order: own first
+        for est in estimators:
+            cells = [snr_cell([run.get(est, {}).get(k, (None, None))[part] for run in snrs])
+                     for part in (0, 1) for k in ks]
+            seeds = len(g)  # "(n=..)" marks a cell that not every seed has
+            name = ESTIMATOR_LABELS.get(est, est)
+            rows.append([label, name, str(seeds)] + [c[0] for c in cells])
+            keys.append([None, None, seeds] + [c[1] for c in cells])
+            csv_rows.append({"objective": label, "estimator": est, "seeds": seeds,
+                             **{h: c[1] for h, c in zip(headers[3:], cells)}})
+    note = ("`python -m jaxvae.diagnose <run> --ks ... --estimators ...` on each run's best checkpoint: the "
+            "debiased mean over parameters of the gradient SNR, mean ± std over seeds ((n=..): the seeds "
+            "diagnosed where not all were); K = "
+            "samples per example (MIWAE/PIWAE: min(M, K) groups of K / min(M, K)). Each row is one "
+            "estimator's gradient on one objective's trained models.")
+    return Table(headers, rows, [False, False] + [True] * (1 + 2 * len(ks)), None, None, keys, None, note), \
+        csv_rows, note
