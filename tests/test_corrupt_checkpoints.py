@@ -133,3 +133,38 @@ def test_settled_event_loops_leave_no_task_for_the_garbage_collector_to_report(c
                 _failing_restore_on_a_fresh_loop(delays)
             gc.collect()
             assert not caplog.records, caplog.text
+
+
+def test_an_unretrieved_tensorstore_read_error_is_dropped_and_other_task_errors_are_not(caplog):
+    """Whatever loop a failed read's task was made on, asyncio's report of its unretrieved exception is
+    dropped once a restore has run (``_quiet_unretrieved_read_errors``); an unrelated task error is still
+    reported. Deterministic: the tasks run on a default loop, outside ``settled_event_loops``."""
+    import asyncio
+    import gc
+    import logging
+
+    from jaxvae.experiment import checkpoints
+
+    def unretrieved(message: str) -> None:
+        async def fail():
+            raise ValueError(message)
+
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.create_task(fail())
+            loop.run_until_complete(asyncio.sleep(0.01))
+            assert task.done()
+        finally:
+            loop.close()
+        del task
+        gc.collect()
+
+    read_error = 'NOT_FOUND: Error opening "zarr" driver [tensorstore_spec=\'{"driver":"zarr"}\']'
+    checkpoints._quiet_unretrieved_read_errors()
+    checkpoints._quiet_unretrieved_read_errors()  # once only
+    assert sum(getattr(f, "_jaxvae_quiet", False) for f in logging.getLogger("asyncio").filters) == 1
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        unretrieved(read_error)
+        assert not caplog.records, caplog.text
+        unretrieved("some other failure")
+        assert any("never retrieved" in r.getMessage() for r in caplog.records), caplog.text

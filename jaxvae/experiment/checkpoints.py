@@ -172,6 +172,7 @@ class Checkpoints:
         if not steps:
             return None, None
         _quiet_closed_loop_noise()  # before the first read: a failing one reports from other threads
+        _quiet_unretrieved_read_errors()
         failed = []
         for step in steps:
             try:
@@ -327,6 +328,29 @@ def _quiet_closed_loop_noise() -> None:
 
     hook._jaxvae_quiet = True
     sys.unraisablehook = hook
+
+
+class _UnretrievedReadErrorFilter(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" when the exception is a tensorstore read of a
+    checkpoint (its message names a ``tensorstore_spec``), and passes every other record on."""
+
+    _jaxvae_quiet = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (str(record.msg).startswith("Task exception was never retrieved") and exc is not None
+                    and "tensorstore_spec" in str(exc))
+
+
+def _quiet_unretrieved_read_errors() -> None:
+    """A failed restore can leave a read task on a loop that ``settled_event_loops`` did not make (CI,
+    2026-12-06: a deleted array file, the task made by ``asyncio.ensure_future`` on another loop). When the
+    garbage collector reaches it, asyncio logs "Task exception was never retrieved" and a 40-line
+    tensorstore traceback, after the recovery was reported in one line. This filter on the ``asyncio``
+    logger drops exactly those records, whenever the collector runs; asyncio's other messages pass."""
+    logger = logging.getLogger("asyncio")
+    if not any(getattr(f, "_jaxvae_quiet", False) for f in logger.filters):
+        logger.addFilter(_UnretrievedReadErrorFilter())
 
 
 def _short(e: BaseException) -> str:
