@@ -172,7 +172,6 @@ class Checkpoints:
         if not steps:
             return None, None
         _quiet_closed_loop_noise()  # before the first read: a failing one reports from other threads
-        _quiet_unretrieved_read_errors()
         failed = []
         for step in steps:
             try:
@@ -301,7 +300,9 @@ class _SettlingPolicy(asyncio.DefaultEventLoopPolicy):
 @contextlib.contextmanager
 def settled_event_loops():
     """Within the block, event loops created by ``asyncio.new_event_loop()`` (orbax's, for one restore) are
-    ``_SettlingEventLoop``s; outside it, asyncio's default policy is back."""
+    ``_SettlingEventLoop``s; outside it, asyncio's default policy is back. A read task that still escapes
+    (made on another loop) is silenced when collected, by ``_quiet_unretrieved_read_errors``."""
+    _quiet_unretrieved_read_errors()
     previous = asyncio.get_event_loop_policy()
     asyncio.set_event_loop_policy(_SettlingPolicy())
     try:

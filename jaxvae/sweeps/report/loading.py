@@ -108,7 +108,7 @@ def load_runs(root: str) -> list[RunRecord]:
         if "results.json" in filenames and not isinstance(results, dict):
             results, status = None, "unreadable results.json"
         else:
-            if isinstance(results.get("config") if results else None, dict):
+            if results is not None and isinstance(results.get("config"), dict):
                 # a run written before the flat fields moved into option blocks reads as today's layout,
                 # so that a sweep mixing old and new runs compares the same fields
                 results["config"] = upgrade_config_dict(results["config"])

@@ -70,6 +70,15 @@ def groups_differing_only_in(runs: Sequence[RunRecord], allowed) -> list[list[Ru
     return list(groups.values())
 
 
+def objective_groups(runs: Sequence[RunRecord]) -> list[list[RunRecord]] | None:
+    """The finished runs grouped by objective (the seeds of one pooled), in the sweep's order; None unless
+    they form 2 or more groups that differ in the objective only (``OBJECTIVE_FIELDS``)."""
+    groups = groups_differing_only_in([r for r in runs if r.finished], lambda f: f in OBJECTIVE_FIELDS)
+    if groups is not None:
+        sort_groups(groups)
+    return groups
+
+
 def sort_groups(groups: list[list[RunRecord]]) -> None:
     """In the sweep's declared order when every run has its place in it, else by run folder name."""
     groups.sort(key=lambda g: (0, min(r.order for r in g)) if all(r.order for r in g) else (1, g[0].name))
@@ -81,17 +90,26 @@ def training_samples(results: dict) -> int:
     return int(o.get("m", 1) or 1) * int(o.get("k", 1) or 1)
 
 
+def _snr_file(path: str) -> dict[str, dict[int, tuple[float | None, float | None]]]:
+    """estimator -> {samples per example: (encoder, decoder) SNR} in one of diagnose's JSON files ({} when
+    the file is missing or holds none)."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("snr"), dict):
+        return {}
+    return {est: {row["k"]: (number((row.get("encoder") or {}).get(SNR_STAT)),
+                             number((row.get("decoder") or {}).get(SNR_STAT)))
+                  for row in rows if isinstance(row, dict) and isinstance(row.get("k"), int)}
+            for est, rows in data["snr"].items() if isinstance(rows, list)}
+
+
 def snr(run: RunRecord) -> tuple[float | None, float | None]:
     """(encoder, decoder) SNR of the run's own estimator at its training budget, from diagnose's JSON."""
     name = lookup(run.results, "config.objective.name")
     k = training_samples(run.results)
     for fname in SNR_FILES:
-        data = read_json(os.path.join(run.path, fname))
-        rows = (data or {}).get("snr", {}).get(name) if isinstance(data, dict) else None
-        for row in rows or []:
-            if row.get("k") == k:
-                return (number((row.get("encoder") or {}).get(SNR_STAT)),
-                        number((row.get("decoder") or {}).get(SNR_STAT)))
+        found = _snr_file(os.path.join(run.path, fname)).get(name, {}).get(k)
+        if found is not None:
+            return found
     return None, None
 
 
@@ -150,11 +168,10 @@ def objectives_table(runs: Sequence[RunRecord], papers_folder=paper_tables.PAPER
                      ) -> tuple[Table, list[dict], str] | None:
     """(table, CSV rows, note) of the objectives compared; None unless the finished runs form 2 or more
     groups that differ in the objective only."""
-    groups = groups_differing_only_in([r for r in runs if r.finished], lambda f: f in OBJECTIVE_FIELDS)
+    groups = objective_groups(runs)
     if groups is None:
         return None
     tables = paper_tables.load_paper_tables(papers_folder)
-    sort_groups(groups)
     headers = ["objective", "seeds", "log p(x)", "test ELBO", "IWAE (training K)", "KL gap log p(x) - ELBO",
                "SNR encoder", "SNR decoder", "passes", "test examples", "wall time (h)",
                "published NLL (other data or budget)"]
@@ -189,21 +206,17 @@ def objectives_table(runs: Sequence[RunRecord], papers_folder=paper_tables.PAPER
     return Table(headers, rows, numeric, None, None, keys, None, note), csv_rows, note
 
 
-
 ESTIMATOR_LABELS = {"elbo": "ELBO", "iwae": "IWAE", "iwae_dreg": "IWAE-DReG", "iwae_stl": "IWAE-STL",
                     "miwae": "MIWAE", "piwae": "PIWAE", "ciwae": "CIWAE", "rws": "RWS", "rws_dreg": "RWS-DReG"}
 
 
 def snr_by_estimator(run: RunRecord) -> dict[str, dict[int, tuple[float | None, float | None]]]:
     """estimator -> {samples per example: (encoder, decoder) SNR} of every estimator diagnose ran on the
-    run (its first SNR file of ``SNR_FILES``); {} where diagnose has not run."""
+    run (its first SNR file of ``SNR_FILES`` that holds any); {} where diagnose has not run."""
     for fname in SNR_FILES:
-        data = read_json(os.path.join(run.path, fname))
-        if isinstance(data, dict) and isinstance(data.get("snr"), dict):
-            return {est: {int(row["k"]): (number((row.get("encoder") or {}).get(SNR_STAT)),
-                                          number((row.get("decoder") or {}).get(SNR_STAT)))
-                          for row in rows if isinstance(row, dict) and isinstance(row.get("k"), int)}
-                    for est, rows in data["snr"].items() if isinstance(rows, list)}
+        found = _snr_file(os.path.join(run.path, fname))
+        if found:
+            return found
     return {}
 
 
@@ -212,10 +225,9 @@ def snr_vs_k_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict], str] |
     models, against the samples per example (Rainforth et al. 2018, Fig. 4; Tucker et al. 2018 for DReG):
     one row per (objective, estimator), encoder and decoder columns per K, mean ± std over seeds. None
     unless the runs form the objectives table's groups and some were diagnosed."""
-    groups = groups_differing_only_in([r for r in runs if r.finished], lambda f: f in OBJECTIVE_FIELDS)
+    groups = objective_groups(runs)
     if groups is None:
         return None
-    sort_groups(groups)
     per_group = [[snr_by_estimator(r) for r in g] for g in groups]
     ks = sorted({k for g in per_group for run in g for rows in run.values() for k in rows})
     if not ks:
@@ -225,11 +237,11 @@ def snr_vs_k_table(runs: Sequence[RunRecord]) -> tuple[Table, list[dict], str] |
     rows, keys, csv_rows = [], [], []
     for g, snrs in zip(groups, per_group):
         label = objective_label(g[0].results["config"])
+        seeds = len(g)  # "(n=..)" marks a cell that not every seed has
         estimators = list(dict.fromkeys(e for run in snrs for e in run))  # diagnose's order: own first
         for est in estimators:
             cells = [snr_cell([run.get(est, {}).get(k, (None, None))[part] for run in snrs])
                      for part in (0, 1) for k in ks]
-            seeds = len(g)  # "(n=..)" marks a cell that not every seed has
             name = ESTIMATOR_LABELS.get(est, est)
             rows.append([label, name, str(seeds)] + [c[0] for c in cells])
             keys.append([None, None, seeds] + [c[1] for c in cells])
