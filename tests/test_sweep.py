@@ -293,6 +293,23 @@ def test_run_signalled_while_exiting_after_it_finished_counts_as_finished(tmp_pa
     assert json.loads((tmp_path / "runs" / "tiny" / "k=1,seed=0" / "launch.json").read_text())["exit_code"] == -15
 
 
+def test_manifest_keeps_other_launches_runs_in_declared_order_and_drops_undeclared_ones(tmp_path, env):
+    """sweep.json collects the runs of every launch (--only adds to it), in the sweep's order; a run the
+    experiment no longer declares leaves it, so the report does not list it as "not started"."""
+    def manifest():
+        return [r["name"] for r in json.loads((tmp_path / "runs" / "tiny" / "sweep.json").read_text())["runs"]]
+
+    exp = _write_experiment(tmp_path, ks=(1, 5))
+    for only, expected in (("2", ["k=5,seed=0"]), ("0", ["k=1,seed=0", "k=5,seed=0"])):
+        p = _launch([exp, "--only", only, "--no-report", "--no-vectorize"], tmp_path, env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert manifest() == expected
+    _write_experiment(tmp_path, ks=(1, 50))  # the sweep changes: k=5 is no longer declared
+    p = _launch([exp, "--only", "1", "--no-report", "--no-vectorize"], tmp_path, env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert manifest() == ["k=1,seed=0", "k=1,seed=1"]
+
+
 def test_launch_parallel_then_skip(tmp_path, env):
     exp = _write_experiment(tmp_path)
     env = dict(env, CUDA_VISIBLE_DEVICES="0,1", FAKE_SLEEP="1.5")

@@ -174,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{r.index:3d}  {run_state(r.workdir):10s} {r.workdir:{width}s}  {ov}")
         return 0
 
+    declared = [r.name for r in runs]
     runs = _select(runs, args.only)
     python = args.python or (sys.executable if not args.tpu_hosts else "python3")
     runner = args.runner_module or os.environ.get(RUNNER_ENV) or DEFAULT_RUNNER
@@ -214,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(path, "w") as f:
             f.write(slurm_script(jobs, sweep_dir, args))
         os.chmod(path, 0o755)
-        _write_manifest(sweep_dir, args, runs, jobs)
+        _write_manifest(sweep_dir, args, declared, runs, jobs)
         groups = sum(len(j.runs) > 1 for j in jobs)
         print(f"wrote {path} ({len(jobs)} array tasks for {len(runs)} run(s)"
               + (f", {groups} of them vectorized groups" if groups else "")
@@ -254,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parallel > 1:
         print(f"running {len(jobs)} run(s), {parallel} at a time"
               + (f" on GPUs {','.join(gpus)}" if gpus else " (CPU processes)"), flush=True)
-    _write_manifest(sweep_dir, args, runs, jobs)
+    _write_manifest(sweep_dir, args, declared, runs, jobs)
     outcomes = Launcher(jobs, parallel, gpus, skip_finished=not (args.rerun or args.tpu_hosts),
                          pin_cpus=not args.no_pin).run()
     outcomes = per_run_outcomes(outcomes)
@@ -357,14 +358,21 @@ def _config_defaults(experiment: str) -> dict | None:
         return None
 
 
-def _write_manifest(sweep_dir: str, args, runs: Sequence[Run], jobs: Sequence[Job]) -> None:
-    """ROOT/<stem>/sweep.json: the planned runs, so the report can list runs that never started."""
+def _write_manifest(sweep_dir: str, args, declared: Sequence[str], runs: Sequence[Run],
+                    jobs: Sequence[Job]) -> None:
+    """ROOT/<stem>/sweep.json: the planned runs, so the report can list runs that never started.
+
+    Entries of earlier launches stay (a launch with --only adds its runs to the others'), except runs the
+    experiment no longer declares (``declared``: every run name of its current sweep): after a change to the
+    sweep, the runs of its old form are not reported as "not started"."""
     if is_url(sweep_dir):
         return
     os.makedirs(sweep_dir, exist_ok=True)
     path = os.path.join(sweep_dir, "sweep.json")
     old = read_json(path) or {}
-    known = {r["name"]: r for r in old.get("runs", []) if isinstance(r, dict) and "name" in r}
+    order = {name: i for i, name in enumerate(declared)}
+    known = {r["name"]: r for r in old.get("runs", [])
+             if isinstance(r, dict) and r.get("name") in order}
     job_of = {r.name: j for j in jobs for r in j.runs}
     for r in runs:
         j = job_of.get(r.name)
@@ -373,7 +381,8 @@ def _write_manifest(sweep_dir: str, args, runs: Sequence[Run], jobs: Sequence[Jo
         known[r.name] = {"name": r.name, "index": r.index,
                          "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.overrides.items()},
                          "command": shlex.join(j.argv)}
-    write_json(path, {"experiment": args.experiment, "updated": now_iso(), "runs": list(known.values())})
+    write_json(path, {"experiment": args.experiment, "updated": now_iso(),
+                      "runs": sorted(known.values(), key=lambda r: order[r["name"]])})
 
 
 if __name__ == "__main__":
