@@ -193,3 +193,21 @@ def test_no_snr_table_before_diagnose(tmp_path):
     _write(root, "vae_64", _results("vae_64", 0, -88.5, -87.5, -87.9))
     assert objectives.snr_vs_k_table(load_runs(str(root))) is None
     assert "Gradient SNR against K" not in report.write_report(str(root), plots=False)
+
+
+def test_issue28_ais_summary_pools_seeds_and_pairs_images(tmp_path):
+    """experiments/issue28_ais.py: per objective, the mean over seeds of each seed's mean IWAE, AIS and paired
+    difference, with the largest per-seed standard error of that difference; a folder without a finished
+    run is a one-line error."""
+    from jaxvae.sweeps.plan import load_module
+
+    script = load_module(str(Path(__file__).parents[1] / "experiments" / "issue28_ais.py"))
+    records = [{"objective": "a", "ais": [1.0, 3.0], "iwae": [0.0, 1.0], "acceptance": 0.5},   # diff 1, 2
+               {"objective": "a", "ais": [2.0, 2.0], "iwae": [1.0, 1.0], "acceptance": 0.7},   # diff 1, 1
+               {"objective": "b", "ais": [-1.0, -1.0, -1.0], "iwae": [-2.0, -1.0, -3.0], "acceptance": 0.6}]
+    # a: IWAE (0.5 + 1) / 2, AIS (2 + 2) / 2, diff (1.5 + 1) / 2 ± std([1, 2]) / sqrt(2) = 0.5
+    # b: diff (1, 0, 2): mean 1, standard error 1 / sqrt(3)
+    assert script.summary_rows(records) == [
+        "| a | 2 | 0.75 | 2.00 | +1.25 ± 0.50 (+1.50, +1.00) | 0.60 |",
+        "| b | 1 | -2.00 | -1.00 | +1.00 ± 0.58 (+1.00) | 0.60 |"]
+    assert script.main([str(tmp_path)]) == 2
