@@ -37,7 +37,7 @@ for pair in 8,9 4,5 10,11 6,7 ""; do
 done
 python -m jaxvae.sweeps.report "$ROOT/rainforth_static"
 # AIS beside IWAE_5000 on the first 200 test images of every Rainforth run (skips runs that have it)
-python experiments/issue28_ais.py "$ROOT/rainforth_static" --examples 200 --steps 1000 --chains 8
+python benchmarks/issue28_ais.py "$ROOT/rainforth_static" --examples 200 --steps 1000 --chains 8
 python -m jaxvae.sweeps.report "$ROOT/flows_claims"
 python -m jaxvae.sweeps.report "$ROOT/vampprior_claims"
 python -m jaxvae.sweeps.report "$ROOT/flows_equal_compute"

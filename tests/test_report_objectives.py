@@ -196,12 +196,12 @@ def test_no_snr_table_before_diagnose(tmp_path):
 
 
 def test_issue28_ais_summary_pools_seeds_and_pairs_images(tmp_path):
-    """experiments/issue28_ais.py: per objective, the mean over seeds of each seed's mean IWAE, AIS and paired
+    """benchmarks/issue28_ais.py: per objective, the mean over seeds of each seed's mean IWAE, AIS and paired
     difference, with the largest per-seed standard error of that difference; a folder without a finished
     run is a one-line error."""
     from jaxvae.sweeps.plan import load_module
 
-    script = load_module(str(Path(__file__).parents[1] / "experiments" / "issue28_ais.py"))
+    script = load_module(str(Path(__file__).parents[1] / "benchmarks" / "issue28_ais.py"))
     records = [{"objective": "a", "ais": [1.0, 3.0], "iwae": [0.0, 1.0], "acceptance": 0.5},   # diff 1, 2
                {"objective": "a", "ais": [2.0, 2.0], "iwae": [1.0, 1.0], "acceptance": 0.7},   # diff 1, 1
                {"objective": "b", "ais": [-1.0, -1.0, -1.0], "iwae": [-2.0, -1.0, -3.0], "acceptance": 0.6}]

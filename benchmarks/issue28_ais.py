@@ -1,7 +1,7 @@
 """How loose is IWAE_5000 on the Rainforth grid? AIS beside it on the same test images (issue 28).
 
-    python experiments/issue28_ais.py runs/claims/rainforth_static --examples 200 --steps 1000 --chains 8
-    python experiments/issue28_ais.py runs/claims/rainforth_static --examples 50 --steps 4000 --runs '*seed=0'
+    python benchmarks/issue28_ais.py runs/claims/rainforth_static --examples 200 --steps 1000 --chains 8
+    python benchmarks/issue28_ais.py runs/claims/rainforth_static --examples 50 --steps 4000 --runs '*seed=0'
 
 IWAE_5000's PSIS k-hat is above 0.7 for 97-99.6% of the grid's test images (docs/tighter_bounds.md): its
 weights are heavy-tailed, so it under-reports log p(x) by an amount that may differ between objectives
