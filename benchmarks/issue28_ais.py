@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+IWAE_K = 5000  # the grid's log p(x) estimate, compared with AIS on the same images
+
 
 def check_run(workdir: Path, examples: int, steps: int, chains: int, batch: int) -> dict:
     """AIS and IWAE_5000 per image on the run's first ``examples`` evaluation examples (cached in JSON)."""
@@ -35,18 +37,17 @@ def check_run(workdir: Path, examples: int, steps: int, chains: int, batch: int)
     if out.exists():
         return json.loads(out.read_text())
     import jaxvae
+    from jaxvae.experiment.workdir import write_json
 
     run = jaxvae.load_run(str(workdir))
     x = run.eval_examples()[:examples]
     t0 = time.time()
-    est = run.ais(x, num_steps=steps, chains=chains, iwae_k=5000, batch_size=batch)
-    record = {"steps": steps, "chains": chains, "examples": int(x.shape[0]), "init": "encoder", "iwae_k": 5000,
+    est = run.ais(x, num_steps=steps, chains=chains, iwae_k=IWAE_K, batch_size=batch)
+    record = {"steps": steps, "chains": chains, "examples": int(x.shape[0]), "init": "encoder", "iwae_k": IWAE_K,
               "ais": np.asarray(est.log_px).tolist(), "iwae": np.asarray(est.iwae).tolist(),
               "acceptance": float(np.mean(est.acceptance)), "seconds": time.time() - t0,
               "objective": run.config.name, "seed": int(run.config.seed)}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(out)
+    write_json(out, record)
     return record
 
 
@@ -61,10 +62,11 @@ def summary_rows(records: list[dict]) -> list[str]:
         iw = [np.mean(r["iwae"]) for r in rs]
         ais = [np.mean(r["ais"]) for r in rs]
         diff = [np.asarray(r["ais"]) - np.asarray(r["iwae"]) for r in rs]
+        seed_means = [float(np.mean(d)) for d in diff]
         se = max(float(np.std(d, ddof=1) / np.sqrt(d.size)) for d in diff)
-        per_seed = ", ".join(f"{np.mean(d):+.2f}" for d in diff)
+        per_seed = ", ".join(f"{m:+.2f}" for m in seed_means)
         rows.append(f"| {name} | {len(rs)} | {np.mean(iw):.2f} | {np.mean(ais):.2f} | "
-                    f"{np.mean([np.mean(d) for d in diff]):+.2f} ± {se:.2f} ({per_seed}) | "
+                    f"{np.mean(seed_means):+.2f} ± {se:.2f} ({per_seed}) | "
                     f"{np.mean([r['acceptance'] for r in rs]):.2f} |")
     return rows
 
